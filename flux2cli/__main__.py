@@ -1,0 +1,3 @@
+from flux2cli.cli import main
+
+main()

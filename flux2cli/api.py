@@ -1,0 +1,62 @@
+"""The spec's Python API: ``load_model()`` then ``generate_image()``.
+
+Kept call-compatible with the reference (``from fl24bit import load_model,
+generate_image``); ``model=`` additionally names any registry entry.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flux2cli.pipeline.loading import LoadOptions
+from flux2cli.pipeline.registry import resolve_model
+from flux2cli.pipeline.request import GenerationRequest, ReferenceImage
+
+_engine: Any = None
+_engine_lock = threading.Lock()
+
+
+def load_model(
+    local_encoder: bool = False,
+    full_model: bool = False,
+    gguf_quant: str | None = None,
+    *,
+    model: str | None = None,
+    compile: bool = False,
+    device: str | None = None,
+):
+    """Load a model once for ``generate_image``; returns the engine for direct use."""
+    from flux2cli.pipeline.engine import Engine
+
+    global _engine
+    spec = resolve_model(model, full_model=full_model, gguf=gguf_quant)
+    with _engine_lock:
+        _engine = Engine.load(spec, LoadOptions(device=device, local_encoder=local_encoder, compile=compile))
+        return _engine
+
+
+def generate_image(
+    prompt: str,
+    seed: int | None = None,
+    steps: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    local_encoder: bool = False,
+    input_image: Any = None,
+    strength: float = 0.75,
+):
+    """Generate one image; returns ``(PIL.Image, seed, timings)``.
+
+    ``steps``, ``width`` and ``height`` default to the loaded model's own defaults
+    (25 steps at 1344x768 for FLUX.2 [dev], exactly as the reference). The model is
+    loaded on first use if ``load_model`` was not called.
+    """
+    engine = _engine or load_model(local_encoder=local_encoder)
+    references = () if input_image is None else (ReferenceImage("python", input_image),)
+    request = GenerationRequest.create(
+        prompt, model=engine.spec, steps=steps, seed=seed, width=width, height=height,
+        reference_images=references, strength=strength if references else None,
+    )
+    result = engine.generate(request)[0]
+    return result.image, result.seed, result.timings

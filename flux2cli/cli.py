@@ -1,0 +1,60 @@
+"""The `flux2` console script: the Typer app and the error boundary."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from flux2cli.commands.generate import generate
+from flux2cli.commands.info import info
+from flux2cli.commands.repl import repl
+from flux2cli.commands.serve import serve
+from flux2cli.errors import Flux2Error
+from flux2cli.settings import debug_enabled
+
+app = typer.Typer(
+    name="flux2",
+    help="Run Black Forest Labs' FLUX.2 image models from a terminal and a browser.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals hold prompts, tokens and tensors
+    add_completion=True,
+)
+app.command()(generate)
+app.command()(repl)
+app.command()(serve)
+app.command()(info)
+
+
+def main() -> None:
+    """Run the app; every error leaves as one line that says what to do next."""
+    try:
+        app(standalone_mode=False)
+    except Flux2Error as error:
+        _fail(str(error), error.exit_code, error)
+    except KeyboardInterrupt as error:
+        _fail("interrupted", 130, error)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort as error:
+        _fail("aborted", 1, error)
+    except Exception as error:  # click's usage errors are handled below; anything else is a bug
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        _fail(f"unexpected {type(error).__name__}: {error} (FLUX2_DEBUG=1 shows the traceback)", 1, error)
+
+
+def _fail(message: str, code: int, error: BaseException) -> None:
+    if debug_enabled():
+        import traceback
+
+        traceback.print_exception(error)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Terminal output shared by the commands: messages on stderr, a per-step progress bar."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flux2cli.pipeline.events import StepCallback, StepEvent
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def notice(message: str) -> None:
+    stderr.print(f"[yellow]note:[/] {message}", markup=True)
+
+
+@contextmanager
+def step_progress(label: str, total_steps: int) -> Iterator[StepCallback]:
+    """A progress bar on stderr; yields the ``on_step`` callback that advances it."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=stderr, transient=True)
+    task = progress.add_task(label, total=total_steps)
+
+    def on_step(event: StepEvent) -> None:
+        progress.update(task, completed=event.step)
+
+    with progress:
+        yield on_step
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    return ", ".join(f"{name} {timings[name]:.2f}s" for name in ("encoding", "diffusion", "save")
+                     if name in timings)

@@ -1,0 +1,65 @@
+"""`flux2 generate "prompt"`: one request, one engine call, files on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from flux2cli.commands import options as opt
+from flux2cli.commands.console import format_timings, notice, stderr, step_progress
+from flux2cli.pipeline.modifiers import parse_modifiers
+from flux2cli.pipeline.output import generation_body
+from flux2cli.pipeline.registry import resolve_model
+from flux2cli.pipeline.request import GenerationRequest
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw; inline modifiers like /portrait /2k work too.")],
+    model: opt.ModelOpt = None,
+    orientation: Annotated[Optional[str], typer.Option(
+        "--orientation", help="square, portrait, landscape or 16:9.")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="1mp, 2mp or 4mp (1k/2k/4k too).")] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Explicit width (multiple of 16).")] = None,
+    height: Annotated[Optional[int], typer.Option("--height", help="Explicit height (multiple of 16).")] = None,
+    steps: opt.StepsOpt = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (random when absent).")] = None,
+    batch: Annotated[int, typer.Option("--batch", "-n", help="Images to make, 1-4 (seeds seed..seed+n-1).")] = 1,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale.")] = None,
+    output_dir: opt.OutputDirOpt = opt.DEFAULT_OUTPUT,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    full_model: opt.FullModelOpt = False,
+    gguf: opt.GGUFOpt = None,
+    local_encoder: opt.LocalEncoderOpt = False,
+    compile: opt.CompileOpt = False,
+) -> None:
+    """Generate images from one prompt and save them as PNG + .prompt files."""
+    spec = resolve_model(model, full_model=full_model, gguf=gguf)
+    parsed = parse_modifiers(prompt)
+    settings = {"orientation": orientation, "size": size, "width": width, "height": height,
+                "steps": steps, "seed": seed, "batch": batch, "guidance": guidance}
+    settings.update(parsed.overrides)
+    request = GenerationRequest.create(parsed.prompt, model=spec, raw_input=prompt, **settings)
+    for message in request.notices:
+        notice(message)
+
+    from flux2cli.pipeline.engine import Engine
+    from flux2cli.pipeline.loading import LoadOptions
+
+    with stderr.status(f"loading {spec.display_name}…"):
+        engine = Engine.load(spec, LoadOptions(local_encoder=local_encoder, compile=compile))
+    start = time.perf_counter()
+    with step_progress(f"{request.width}x{request.height}", request.steps) as on_step:
+        saved = engine.generate_and_save(request, output_dir, on_step=on_step)
+    elapsed = time.perf_counter() - start
+
+    if json_output:
+        body = generation_body(saved, elapsed)
+        for entry, s in zip(body["images"], saved):
+            entry["path"] = str(s.path.resolve())
+        typer.echo(json.dumps(body))
+        return
+    for s in saved:
+        typer.echo(f"{s.path}  seed {s.seed}  ({format_timings(s.timings)})")

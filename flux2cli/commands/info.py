@@ -1,0 +1,119 @@
+"""`flux2 info`: versions, device, and the model registry, without importing torch."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from typing import Annotated, Any
+
+import typer
+
+from flux2cli.pipeline.registry import MODELS, ModelSpec, default_model_name
+from flux2cli.settings import ENV_VARS, is_repo_cached
+
+LIBRARIES = ("flux2cli", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate",
+             "bitsandbytes", "gguf", "aiohttp", "prompt_toolkit", "typer")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def probe_device(with_torch: bool) -> dict[str, Any]:
+    """The accelerator: from torch when asked (slow import), else from nvidia-smi."""
+    if with_torch:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return {"type": "cuda", "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)}
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return {"type": "mps", "name": "Apple GPU", "memory_gb": None}
+        return {"type": "cpu", "name": platform.processor() or platform.machine(), "memory_gb": None}
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, timeout=5, check=True).stdout.splitlines()[0]
+            name, memory_mib = (part.strip() for part in out.split(","))
+            return {"type": "cuda", "name": name, "memory_gb": round(float(memory_mib) / 1024, 1)}
+        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+            pass
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return {"type": "mps", "name": "Apple GPU", "memory_gb": None}
+    return {"type": "cpu", "name": platform.machine(), "memory_gb": None}
+
+
+def model_row(spec: ModelSpec, device: dict[str, Any]) -> dict[str, Any]:
+    if spec.local_dir is not None:
+        available = (spec.local_dir / "model_index.json").is_file()
+    else:
+        available = is_repo_cached(spec.repo) and (spec.gguf is None or is_repo_cached(spec.gguf.repo))
+    memory = device.get("memory_gb")
+    return {
+        "name": spec.name,
+        "display_name": spec.display_name,
+        "pipeline": spec.pipeline_class,
+        "quantization": spec.quantization,
+        "default_steps": spec.default_steps,
+        "license": spec.license,
+        "gated": spec.gated,
+        "cached": available,
+        "memory_gb": spec.memory_gb,
+        "fits": None if memory is None else spec.memory_gb <= memory,
+        "source": spec.repo or "embedded",
+    }
+
+
+def info(
+    json_output: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    probe: Annotated[bool, typer.Option("--probe", help="Ask torch about the device (slower).")] = False,
+) -> None:
+    """Show what is installed, which models exist, and what this machine can run."""
+    device = probe_device(with_torch=probe)
+    report = {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "versions": library_versions(),
+        "device": device,
+        "default_model": default_model_name(),
+        "models": [model_row(spec, device) for spec in MODELS],
+        "environment": ENV_VARS,
+    }
+    if json_output:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_report(report)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    versions = "  ".join(f"{k} {v or '—'}" for k, v in report["versions"].items())
+    device = report["device"]
+    memory = f", {device['memory_gb']} GB" if device["memory_gb"] else ""
+    console.print(f"Python {report['python']} on {report['platform']}")
+    console.print(versions)
+    console.print(f"Device: {device['type']} ({device['name']}{memory})")
+    table = Table(title=f"Models (default: {report['default_model']})")
+    for column in ("name", "pipeline", "quantization", "steps", "license", "gated", "cached", "memory"):
+        table.add_column(column)
+    for row in report["models"]:
+        fits = "" if row["fits"] is None else (" ✓" if row["fits"] else " ✗")
+        table.add_row(row["name"], row["pipeline"], row["quantization"], str(row["default_steps"]),
+                      row["license"], "yes" if row["gated"] else "no",
+                      "yes" if row["cached"] else "no", f"~{row['memory_gb']:g} GB{fits}")
+    console.print(table)
+    console.print("Environment: " + ", ".join(report["environment"]))

@@ -1,0 +1,68 @@
+"""The one exception hierarchy of flux2cli.
+
+Every message is a single line that tells a person what to do next. The CLI maps
+``exit_code`` to its exit status and the server maps ``http_status`` to its response,
+so neither boundary needs its own table of exception types.
+"""
+
+from __future__ import annotations
+
+
+class Flux2Error(Exception):
+    """Base class: ``str(error)`` is the one line shown to the user."""
+
+    exit_code = 1
+    http_status = 500
+
+
+class InvalidRequest(Flux2Error):
+    """A value the user gave is not allowed; the message says what is."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class UnknownModel(InvalidRequest):
+    """A model name that is not in the registry."""
+
+
+class NotSupportedYet(InvalidRequest):
+    """A documented option whose implementation has not landed."""
+
+
+class ModelLoadError(Flux2Error):
+    """Weights could not be found, downloaded or loaded."""
+
+
+class EncoderError(Flux2Error):
+    """The text encoder (local or remote) failed to produce usable embeddings."""
+
+    http_status = 502
+
+
+class GenerationError(Flux2Error):
+    """The pipeline failed while generating."""
+
+
+class OutOfMemory(GenerationError):
+    """The device ran out of memory; smaller sizes, batches or offloading help."""
+
+    http_status = 507
+
+
+class GenerationCancelled(Flux2Error):
+    """A generation stopped at a user's request (Ctrl-C, DELETE, disconnect)."""
+
+    exit_code = 130
+    http_status = 499
+
+    def __init__(self, step: int = 0, total_steps: int = 0):
+        self.step = step
+        self.total_steps = total_steps
+        super().__init__(f"generation cancelled at step {step}/{total_steps}")
+
+
+class Busy(Flux2Error):
+    """Another generation is running; try again shortly."""
+
+    http_status = 503

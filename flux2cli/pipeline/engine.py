@@ -1,0 +1,151 @@
+"""The engine: one loaded pipeline, generating validated requests.
+
+It knows nothing of Typer, prompt_toolkit or aiohttp; those layers hand it a
+``GenerationRequest`` and receive images, seeds and timings back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flux2cli.errors import (
+    Flux2Error,
+    GenerationCancelled,
+    GenerationError,
+    NotSupportedYet,
+    OutOfMemory,
+)
+from flux2cli.pipeline.encoding import CachedEncoder, EmbeddingKey, LocalTextEncoder
+from flux2cli.pipeline.events import StepCallback, StepEvent
+from flux2cli.pipeline.loading import LoadOptions, load_pipeline
+from flux2cli.pipeline.output import SavedImage, save_image
+from flux2cli.pipeline.registry import ModelSpec, get_model
+from flux2cli.pipeline.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Any  # PIL.Image.Image
+    seed: int
+    # Per image; a batch shares one encoding and one pipeline call, so each image
+    # carries its share of both and the shares add up to the batch's wall time.
+    timings: dict[str, float]
+
+
+class Engine:
+    def __init__(self, spec: ModelSpec, pipe: Any, device: str, encoder: Any | None = None):
+        self.spec = spec
+        self.pipe = pipe
+        self.device = device
+        self.encoder = CachedEncoder(encoder or LocalTextEncoder(pipe))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model: ModelSpec | str, options: LoadOptions | None = None) -> Engine:
+        spec = model if isinstance(model, ModelSpec) else get_model(model)
+        pipe, device = load_pipeline(spec, options or LoadOptions())
+        return cls(spec, pipe, device)
+
+    def describe(self) -> dict[str, str]:
+        """What /model-info reports: the model really loaded and its encoder."""
+        encoder = self.encoder.encoder.name
+        return {
+            "model": self.spec.display_name,
+            "encoder": encoder,
+            "description": f"{self.spec.display_name} with {encoder}",
+        }
+
+    def embedding_key(self, prompt: str) -> EmbeddingKey:
+        return EmbeddingKey(self.spec.name, prompt, self.spec.max_sequence_length,
+                            self.spec.text_encoder_out_layers)
+
+    def is_cached(self, prompt: str) -> bool:
+        return self.embedding_key(prompt) in self.encoder
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_step: StepCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Generate ``request.batch`` images in one pipeline call."""
+        if request.model != self.spec.name:
+            raise GenerationError(f"this engine runs {self.spec.name}, not {request.model}")
+        if request.reference_images:
+            raise NotSupportedYet("reference images are not supported yet; generate without one")
+        with self._lock:
+            try:
+                return self._generate(request, on_step, cancel)
+            except Flux2Error:
+                raise
+            except Exception as error:
+                raise _generation_error(error) from error
+
+    def generate_and_save(
+        self,
+        request: GenerationRequest,
+        output_dir: Path,
+        *,
+        on_step: StepCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[SavedImage]:
+        results = self.generate(request, on_step=on_step, cancel=cancel)
+        return [
+            save_image(result.image, request, seed=result.seed, timings=result.timings,
+                       output_dir=output_dir, model_name=self.spec.display_name)
+            for result in results
+        ]
+
+    def _generate(self, request, on_step, cancel) -> list[GeneratedImage]:
+        import torch
+
+        embeds, encoding = self.encoder.encode(self.embedding_key(request.prompt))
+        kwargs: dict[str, Any] = {}
+        if self.spec.pipeline_class == "Flux2KleinPipeline":
+            # Distilled klein refuses guidance > 1; undistilled klein runs CFG against "".
+            kwargs["guidance_scale"] = 1.0 if request.guidance is None else request.guidance
+            if kwargs["guidance_scale"] > 1 and not self.pipe.config.is_distilled:
+                kwargs["negative_prompt_embeds"], more = self.encoder.encode(self.embedding_key(""))
+                encoding += more
+        else:
+            kwargs["guidance_scale"] = request.guidance
+
+        def step_end(pipe, index, timestep, callback_kwargs):
+            if on_step is not None:
+                on_step(StepEvent(index + 1, request.steps, request.batch))
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled(index + 1, request.steps)
+            return callback_kwargs
+
+        # CPU generators give the same noise on every device, so a seed means one image.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+        start = time.perf_counter()
+        with torch.inference_mode():
+            output = self.pipe(
+                prompt_embeds=embeds,
+                height=request.height,
+                width=request.width,
+                num_inference_steps=request.steps,
+                num_images_per_prompt=request.batch,
+                generator=generators,
+                callback_on_step_end=step_end,
+                output_type="pil",
+                **kwargs,
+            )
+        diffusion = time.perf_counter() - start
+        share = {"encoding": encoding / request.batch, "diffusion": diffusion / request.batch}
+        share["total"] = share["encoding"] + share["diffusion"]
+        return [GeneratedImage(image, seed, dict(share))
+                for image, seed in zip(output.images, request.seeds)]
+
+
+def _generation_error(error: Exception) -> Flux2Error:
+    name = type(error).__name__
+    if name == "OutOfMemoryError" or "out of memory" in str(error).lower():
+        return OutOfMemory("the device ran out of memory; try a smaller size or batch, or a quantized model")
+    return GenerationError(f"generation failed ({name}); run with FLUX2_DEBUG=1 for details")
