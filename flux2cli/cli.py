@@ -27,23 +27,16 @@ app.command()(info)
 
 
 def main() -> None:
-    """Run the app; every error leaves as one line that says what to do next."""
+    """Run the app; every error leaves as one line that says what to do next.
+
+    Typer reports its own usage errors (exit 2) and turns Ctrl-C into "Aborted!";
+    our errors and anything unexpected come out of ``app()`` and end here.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except Flux2Error as error:
         _fail(str(error), error.exit_code, error)
-    except KeyboardInterrupt as error:
-        _fail("interrupted", 130, error)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort as error:
-        _fail("aborted", 1, error)
-    except Exception as error:  # click's usage errors are handled below; anything else is a bug
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
+    except Exception as error:
         _fail(f"unexpected {type(error).__name__}: {error} (FLUX2_DEBUG=1 shows the traceback)", 1, error)
 
 

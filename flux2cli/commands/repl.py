@@ -1,10 +1,35 @@
-"""`flux2 repl`: the interactive prompt loop (arrives with its own issue)."""
+"""`flux2 repl`: load the model once, then prompt (the spec's interactive loop)."""
 
 from __future__ import annotations
 
-from flux2cli.errors import NotSupportedYet
+import typer
+
+from flux2cli.commands import options as opt
+from flux2cli.commands.console import stderr
+from flux2cli.pipeline.registry import resolve_model
 
 
-def repl() -> None:
-    """Interactive prompt loop with history, completion and cached embeddings (not yet)."""
-    raise NotSupportedYet("`flux2 repl` is not available yet; use `flux2 generate` for now")
+def repl(
+    model: opt.ModelOpt = None,
+    steps: opt.StepsOpt = None,
+    output_dir: opt.OutputDirOpt = opt.DEFAULT_OUTPUT,
+    full_model: opt.FullModelOpt = False,
+    gguf: opt.GGUFOpt = None,
+    local_encoder: opt.LocalEncoderOpt = False,
+    compile: opt.CompileOpt = False,
+) -> None:
+    """Interactive prompt loop: history, Tab completion, /commands, cached embeddings."""
+    from flux2cli.repl.app import run_repl
+    from flux2cli.repl.session import ReplSession
+
+    spec = resolve_model(model, full_model=full_model, gguf=gguf)
+    session = ReplSession(spec, steps=steps, output_dir=output_dir)  # a bad --steps fails before loading
+
+    from flux2cli.pipeline.engine import Engine
+    from flux2cli.pipeline.loading import LoadOptions
+
+    with stderr.status(f"loading {spec.display_name}…"):
+        engine = Engine.load(spec, LoadOptions(local_encoder=local_encoder, compile=compile))
+    # The engine says when reference images work (they come with image editing).
+    session.references_supported = bool(getattr(engine, "supports_reference_images", False))
+    raise typer.Exit(run_repl(session, engine, output_dir))

@@ -1,0 +1,31 @@
+"""What the session asks the terminal layer to do after one typed line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flux2cli.pipeline.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Text to show; ``error`` lines go to stderr, the loop goes on either way."""
+
+    text: str
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Run ``request``; ``notes`` (settings that changed, ignored values) are shown first."""
+
+    request: GenerationRequest
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Quit:
+    pass
+
+
+Action = Reply | Generate | Quit | None  # None: an empty line, nothing to do

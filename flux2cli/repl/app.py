@@ -1,0 +1,231 @@
+"""The terminal layer: read a line, let the session decide, run generations, print.
+
+A generation runs in a worker thread while the main thread waits for it. Between prompts
+the terminal is in its normal (cooked) mode, so Ctrl-C is a SIGINT, which Python raises
+as KeyboardInterrupt in the main thread: we catch it there and set the engine's cancel
+Event, and the engine stops at the end of the current step. At the prompt, prompt_toolkit
+reads Ctrl-C as a key and raises KeyboardInterrupt from ``prompt()``: the line is dropped.
+
+Results (saved paths) and the answers to /help and /show go to stdout; progress, notes
+and errors go to stderr, so `... | flux2 repl | ...` pipes only the paths.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Protocol, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flux2cli.commands.console import format_timings
+from flux2cli.commands.console import stderr as default_err
+from flux2cli.errors import Flux2Error, GenerationCancelled
+from flux2cli.pipeline.events import StepCallback, StepEvent
+from flux2cli.pipeline.request import GenerationRequest
+from flux2cli.repl.actions import Action, Generate, Quit, Reply
+from flux2cli.repl.session import ReplSession
+from flux2cli.settings import debug_enabled, home_dir
+
+HISTORY_FILE = "repl_history"
+PROMPT = "flux2> "
+
+
+class LineReader(Protocol):
+    def read(self) -> str | None:
+        """The next line typed, or None at the end of input (Ctrl-D, end of a pipe)."""
+
+
+class TerminalReader:
+    """prompt_toolkit: history (Up/Down, Ctrl-R), Tab completion, a status toolbar."""
+
+    def __init__(self, session: ReplSession, history: Any, *, input: Any = None, output: Any = None):
+        from prompt_toolkit import PromptSession
+
+        from flux2cli.repl.completion import ReplCompleter
+
+        self._prompt = PromptSession(
+            history=history,
+            completer=ReplCompleter(),
+            complete_while_typing=True,
+            bottom_toolbar=session.status_line,  # called at each redraw: always current
+            input=input,
+            output=output,
+        )
+
+    def read(self) -> str | None:
+        while True:
+            try:
+                return self._prompt.prompt(PROMPT)
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt clears the line
+            except EOFError:
+                return None
+
+
+class StreamReader:
+    """Piped input: one prompt or command per line, for scripting."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def read(self) -> str | None:
+        line = self._stream.readline()
+        return line.rstrip("\r\n") if line else None
+
+
+def open_history(err: Console = default_err) -> Any:
+    """The history file in the user data folder (FLUX2_HOME); in memory if it is not writable."""
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    class SafeFileHistory(FileHistory):
+        def store_string(self, string: str) -> None:
+            try:
+                super().store_string(string)
+            except OSError:
+                pass  # a full disk must not end the session; this line is still in memory
+
+    path = home_dir() / HISTORY_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        return SafeFileHistory(str(path))
+    except OSError as error:
+        err.print(f"[yellow]note:[/] history is not saved: cannot write {escape(str(path))} "
+                  f"({escape(error.strerror or str(error))})")
+        return InMemoryHistory()
+
+
+class ReplApp:
+    def __init__(self, session: ReplSession, engine: Any, output_dir: Path, *,
+                 out: Console | None = None, err: Console | None = None):
+        self.session = session
+        self.engine = engine
+        self.output_dir = output_dir
+        self.out = out or Console(highlight=False)
+        self.err = err or default_err
+
+    def banner(self) -> None:
+        self.err.print(f"{escape(self.session.spec.display_name)} ready. Type a prompt; /help lists the "
+                       f"commands; quit or Ctrl-D exits. Images go to {escape(str(self.output_dir))}",
+                       soft_wrap=True)
+
+    def run(self, reader: LineReader) -> int:
+        """Read and act until quit or the end of input; the exit status is 0."""
+        while True:
+            line = reader.read()
+            if line is None:
+                return 0
+            try:
+                if isinstance(self.execute(line), Quit):
+                    return 0
+            except KeyboardInterrupt:
+                # Ctrl-C outside a generation's wait (while printing, say): back to the prompt.
+                self.err.print("interrupted")
+
+    def execute(self, line: str) -> Action:
+        """Handle one line; every failure becomes one printed line and the loop goes on."""
+        try:
+            action = self.session.handle(line)
+            if isinstance(action, Reply):
+                self._reply(action)
+            elif isinstance(action, Generate):
+                self._generate(action)
+            return action
+        except Flux2Error as error:
+            self._error(str(error), error)
+        except OSError as error:  # saving: a full disk, a folder that cannot be written
+            self._error(f"could not write to {self.output_dir}: {error.strerror or error}", error)
+        except Exception as error:  # a bug must not end the session (FLUX2_DEBUG shows it)
+            self._error(f"unexpected {type(error).__name__}: {error} "
+                        "(FLUX2_DEBUG=1 shows the traceback)", error)
+        return None
+
+    # -- generation --------------------------------------------------------------------
+    def _generate(self, action: Generate) -> None:
+        request = action.request
+        for note in action.notes:
+            self.err.print(escape(note), style="dim", soft_wrap=True)
+        cancel = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def work(on_step: StepCallback) -> None:
+            try:
+                outcome["saved"] = self.engine.generate_and_save(
+                    request, self.output_dir, on_step=on_step, cancel=cancel)
+            except BaseException as error:  # handed to the main thread, raised there
+                outcome["error"] = error
+
+        with self._progress(request) as on_step:
+            worker = threading.Thread(target=work, args=(on_step,), name="flux2-generate", daemon=True)
+            worker.start()
+            self._wait(worker, cancel)
+
+        error = outcome.get("error")
+        if isinstance(error, GenerationCancelled):
+            self.err.print(f"[yellow]{escape(str(error))}[/]; nothing was saved")
+            return
+        if error is not None:
+            raise error
+        self.session.record(request)
+        for saved in outcome["saved"]:
+            self.out.print(f"{saved.path}  seed {saved.seed}  ({format_timings(saved.timings)})",
+                           markup=False, soft_wrap=True)
+
+    def _wait(self, worker: threading.Thread, cancel: threading.Event) -> None:
+        """Wait for the worker; Ctrl-C (KeyboardInterrupt here) asks it to stop."""
+        while True:
+            try:
+                while worker.is_alive():
+                    worker.join(0.1)
+                return
+            except KeyboardInterrupt:
+                if not cancel.is_set():
+                    self.err.print("cancelling at the end of this step…")
+                cancel.set()
+
+    @contextmanager
+    def _progress(self, request: GenerationRequest) -> Iterator[StepCallback]:
+        """A per-step bar on stderr, gone when the step count is done."""
+        label = f"{request.width}x{request.height}" + (f" x{request.batch}" if request.batch > 1 else "")
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("steps"), TimeElapsedColumn(), console=self.err, transient=True)
+        task = progress.add_task(escape(label), total=request.steps)
+
+        def on_step(event: StepEvent) -> None:
+            progress.update(task, completed=event.step)
+
+        with progress:
+            yield on_step
+
+    # -- output ----------------------------------------------------------------------
+    def _reply(self, reply: Reply) -> None:
+        if reply.error:
+            self._error(reply.text)
+        else:
+            self.out.print(reply.text, markup=False, soft_wrap=True)
+
+    def _error(self, message: str, error: BaseException | None = None) -> None:
+        if error is not None and debug_enabled():
+            import traceback
+
+            traceback.print_exception(error)
+        self.err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def run_repl(session: ReplSession, engine: Any, output_dir: Path, *, stdin: TextIO | None = None) -> int:
+    """The loop behind `flux2 repl`: prompt_toolkit in a terminal, plain lines from a pipe."""
+    stdin = sys.stdin if stdin is None else stdin
+    app = ReplApp(session, engine, output_dir)
+    if stdin is not None and stdin.isatty():
+        reader: LineReader = TerminalReader(session, open_history(app.err))
+        app.banner()
+    elif stdin is not None:
+        reader = StreamReader(stdin)
+    else:
+        return 0
+    return app.run(reader)

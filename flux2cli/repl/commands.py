@@ -1,0 +1,168 @@
+"""The command table: the one list that drives dispatch, /help and Tab completion.
+
+Anything typed that is not a command is a prompt. Commands marked ``inline`` are the
+modifiers of ``flux2cli.pipeline.modifiers``: they may also appear anywhere in a prompt,
+so they share the prompt path, where ``parse_modifiers`` reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from flux2cli.errors import InvalidRequest
+from flux2cli.pipeline.registry import BASE_SIZES
+from flux2cli.repl.actions import Action, Quit, Reply
+
+if TYPE_CHECKING:
+    from flux2cli.repl.session import ReplSession
+
+# handler(session, argument text, the whole line as typed)
+Handler = Callable[["ReplSession", str, str], Action]
+
+RANDOM_WORDS = ("random", "off", "none")
+CLEAR_WORDS = ("off", "none")
+# A first word that looks like a command but is none: a typo, not the start of a prompt.
+# "/r/pics style" or "1/2 moon" do not match, so prompts may still contain slashes.
+_COMMAND_LIKE = re.compile(r"^/[\w:.-]+$")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    handler: Handler
+    aliases: tuple[str, ...] = ()
+    args: str = ""  # how /help shows the argument: "<number>", "PATH"
+    inline: bool = False  # a modifier: also allowed anywhere in a prompt, and it sticks
+    paths: bool = False  # Tab completes file paths after it
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    @property
+    def is_word(self) -> bool:
+        """`same`, `quit`: plain words, which prompts may also start with."""
+        return not self.name.startswith("/")
+
+
+def whole_number(text: str, command: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidRequest(f"{command} needs a whole number, e.g. {command} 42")
+    return int(text)
+
+
+# Handlers stay one line each: the logic lives in the session, the parsing of the
+# argument here, so the table reads as the list of what can be typed.
+def _quit(session: ReplSession, arg: str, line: str) -> Action:
+    return Quit()
+
+
+def _same(session: ReplSession, arg: str, line: str) -> Action:
+    return session.regenerate(seed=None, raw_input=line)
+
+
+def _reseed(session: ReplSession, arg: str, line: str) -> Action:
+    return session.regenerate(seed=whole_number(arg, "reseed"), raw_input=line)
+
+
+def _modifier(session: ReplSession, arg: str, line: str) -> Action:
+    return session.prompt(line)  # "/portrait" alone, or "/portrait a cat": one path
+
+
+def _seed(session: ReplSession, arg: str, line: str) -> Action:
+    if arg.lower() in RANDOM_WORDS:
+        return session.unpin_seed()
+    if not arg:
+        raise InvalidRequest("/seed needs a whole number (fixes the seed) or `random`, e.g. /seed 42")
+    return session.prompt(line)
+
+
+def _image(session: ReplSession, arg: str, line: str) -> Action:
+    return session.set_reference(arg)
+
+
+def _strength(session: ReplSession, arg: str, line: str) -> Action:
+    return session.set_strength(arg)
+
+
+def _show(session: ReplSession, arg: str, line: str) -> Action:
+    return Reply(session.describe())
+
+
+def _help(session: ReplSession, arg: str, line: str) -> Action:
+    return Reply(help_text())
+
+
+def _orientation(name: str) -> Command:
+    w, h = BASE_SIZES[name]
+    return Command(f"/{name}", f"{name} aspect ratio ({w}x{h} at 1k)", _modifier, inline=True)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("quit", "exit (Ctrl-D too)", _quit, aliases=("q", "exit")),
+    Command("same", "same prompt, new random seed (cached embeddings: no encoding)", _same,
+            aliases=("s",)),
+    Command("reseed", "same prompt with that seed", _reseed, args="<number>"),
+    Command("/steps", "inference steps (range depends on the model)", _modifier, args="<number>",
+            inline=True),
+    _orientation("square"),
+    _orientation("portrait"),
+    _orientation("landscape"),
+    _orientation("16:9"),
+    Command("/1k", "1K resolution (the orientation's size)", _modifier, aliases=("/1mp",), inline=True),
+    Command("/2k", "2K resolution (2x each side)", _modifier, aliases=("/2mp",), inline=True),
+    Command("/4k", "4K resolution (4x each side)", _modifier, aliases=("/4mp",), inline=True),
+    Command("/seed", "fix the seed for the prompts that follow; `/seed random` unfixes it", _seed,
+            args="<number>|random", inline=True),
+    Command("/batch", "images per prompt, 1-4 (seeds seed, seed+1, ...)", _modifier, args="<number>",
+            inline=True),
+    Command("/image", "reference image for the prompts that follow; `/image off` drops it", _image,
+            args="PATH|off", paths=True),
+    Command("/strength", "how much of the schedule is re-run over the reference, 0-1", _strength,
+            args="<number>"),
+    Command("/show", "show the current settings", _show),
+    Command("/help", "this list", _help, aliases=("help", "?")),
+)
+
+_BY_NAME: dict[str, Command] = {name: command for command in COMMANDS for name in command.names}
+
+
+def lookup(word: str) -> Command | None:
+    """The command named ``word`` (any case, any alias)."""
+    return _BY_NAME.get(word.lower())
+
+
+def find_command(line: str) -> tuple[Command | None, str]:
+    """The command a stripped, non-empty line starts with, and its argument text.
+
+    ``(None, line)`` means the line is a prompt. Argument-less words match only alone:
+    "same old story" is a prompt, not `same`.
+    """
+    first, _, rest = line.partition(" ")
+    command = lookup(first)
+    if command is None:
+        if _COMMAND_LIKE.match(first):
+            raise InvalidRequest(f"unknown command {first}; /help lists the commands")
+        return None, line
+    arg = rest.strip()
+    if command.is_word and not command.args and arg:
+        return None, line
+    return command, arg
+
+
+def help_text() -> str:
+    rows = [("* " if c.inline else "  ") + ", ".join((f"{c.name} {c.args}".rstrip(), *c.aliases))
+            for c in COMMANDS]
+    width = max(len(row) for row in rows) + 2
+    lines = ["Type a prompt to generate an image. Commands:"]
+    lines += [row.ljust(width) + command.help for row, command in zip(rows, COMMANDS)]
+    lines += [
+        "* also works inside a prompt (\"a beautiful sunset /4k /portrait\") and stays set",
+        "  for the prompts that follow.",
+        "Ctrl-C stops a generation or clears the line; Up/Down and Ctrl-R search the history;",
+        "Tab completes commands, modifiers and the path after /image.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""Tab completion, read from the command table.
+
+- ``/word`` completes to commands at the start of a line and to modifiers anywhere
+  (they work inside prompts); the menu shows each one's help.
+- Plain words (`same`, `reseed`, `quit`) complete only on Tab at the start of a line,
+  so typing a prompt that starts with "s" does not pop a menu up.
+- After a command that takes a path (/image), file paths complete.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
+
+from flux2cli.repl.commands import COMMANDS, Command, lookup
+
+
+class ReplCompleter(Completer):
+    def __init__(self) -> None:
+        self._paths = PathCompleter(expanduser=True)
+
+    def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor.lstrip()
+        first, space, rest = text.partition(" ")
+        command = lookup(first) if space else None
+        if command is not None and command.paths:
+            # The path is completed as if it were the whole line: start positions stay right.
+            rest = rest.lstrip()
+            yield from self._paths.get_completions(Document(rest, len(rest)), event)
+            return
+        if command is not None and command.name == "/seed" and " " not in rest.lstrip():
+            yield from _words(rest.lstrip(), ("random",))
+        word = document.get_word_before_cursor(WORD=True)
+        if word.startswith("/"):
+            yield from _names(word, lambda c: not space or c.inline)
+        elif not space and word and event.completion_requested:
+            yield from _names(word, lambda c: c.is_word)
+
+
+def _names(word: str, wanted: Callable[[Command], bool]) -> Iterable[Completion]:
+    prefix = word.lower()
+    for command in COMMANDS:
+        if not wanted(command):
+            continue
+        for name in command.names:
+            if name.startswith(prefix) and name != prefix:
+                yield Completion(name, start_position=-len(word), display_meta=command.help)
+
+
+def _words(typed: str, words: tuple[str, ...]) -> Iterable[Completion]:
+    for word in words:
+        if word.startswith(typed.lower()) and word != typed.lower():
+            yield Completion(word, start_position=-len(typed))

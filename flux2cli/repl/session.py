@@ -1,0 +1,219 @@
+"""The REPL's state and logic, without a terminal: ``handle(line)`` returns an action.
+
+Which settings stick: every modifier (/steps /seed /batch, the orientations and sizes),
+whether typed alone or inside a prompt, stays set for the prompts after it, and the
+reply says so ("now: portrait 2k (96x160)"). `same` always draws a new seed, even when
+/seed fixed one: a repeat with the same seed would give the same image. `reseed N`
+uses N for that one generation. Every request is built by ``GenerationRequest.create``;
+a change of settings alone is checked the same way, with a stand-in prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from flux2cli.errors import InvalidRequest, NotSupportedYet
+from flux2cli.pipeline.modifiers import parse_modifiers
+from flux2cli.pipeline.registry import ModelSpec
+from flux2cli.pipeline.request import (
+    DEFAULT_ORIENTATION,
+    DEFAULT_SIZE,
+    DEFAULT_STRENGTH,
+    SIZE_ALIASES,
+    GenerationRequest,
+    ReferenceImage,
+)
+from flux2cli.repl.actions import Action, Generate, Reply
+from flux2cli.repl.commands import CLEAR_WORDS, find_command
+
+SIZE_LABELS = {size: alias for alias, size in SIZE_ALIASES.items()}  # "2mp" → "2k", as typed
+_PROBE_PROMPT = "settings check"  # validates a change of settings that has no prompt yet
+NOT_YET = ("reference images (/image, /strength) are not supported by the engine yet; "
+           "they arrive with image editing")
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int
+    orientation: str = DEFAULT_ORIENTATION
+    size: str = DEFAULT_SIZE
+    seed: int | None = None  # fixed by /seed N; None draws a new seed per generation
+    batch: int = 1
+    reference: ReferenceImage | None = None
+    strength: float | None = None  # None: the default strength when there is a reference
+
+    def request_kwargs(self) -> dict[str, Any]:
+        return {
+            "orientation": self.orientation,
+            "size": self.size,
+            "steps": self.steps,
+            "seed": self.seed,
+            "batch": self.batch,
+            "reference_images": (self.reference,) if self.reference else (),
+            "strength": self.strength,
+        }
+
+
+class ReplSession:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        steps: int | None = None,
+        output_dir: Path | None = None,
+        references_supported: bool = False,
+    ):
+        self.spec = spec
+        self.output_dir = output_dir
+        self.references_supported = references_supported
+        # A bad --steps fails here, before minutes of model loading.
+        self.settings = self._checked(Settings(steps=spec.default_steps if steps is None else steps))
+        self.last_prompt: str | None = None
+        self.last_seed: int | None = None
+
+    # -- the one entry point -------------------------------------------------------
+    def handle(self, line: str) -> Action:
+        """Turn one typed line into an action; a bad command or value becomes an error reply."""
+        text = line.strip()
+        if not text:
+            return None
+        try:
+            command, arg = find_command(text)
+            if command is None:
+                return self.prompt(text)
+            return command.handler(self, arg, text)
+        except InvalidRequest as error:
+            return Reply(str(error), error=True)
+
+    def record(self, request: GenerationRequest) -> None:
+        """A generation of ``request`` finished; its seed is the one `reseed` would reuse."""
+        self.last_seed = request.seed
+
+    # -- what the commands do --------------------------------------------------------
+    def prompt(self, line: str) -> Action:
+        """A prompt with inline modifiers, or modifiers alone (a change of settings)."""
+        parsed = parse_modifiers(line)
+        settings = replace(self.settings, **parsed.overrides)
+        change = self._describe(settings, parsed.overrides)
+        if not parsed.prompt:
+            self.settings = self._checked(settings)
+            return Reply(change or "nothing to do")
+        request = self._request(parsed.prompt, settings, raw_input=line)
+        self.settings = settings
+        self.last_prompt = request.prompt
+        return Generate(request, tuple(n for n in (change, *request.notices) if n))
+
+    def regenerate(self, *, seed: int | None, raw_input: str) -> Action:
+        """`same` (seed None: a new random one) and `reseed N`: the last prompt again."""
+        if self.last_prompt is None:
+            raise InvalidRequest("nothing to repeat yet; type a prompt first")
+        request = self._request(self.last_prompt, replace(self.settings, seed=seed), raw_input=raw_input)
+        return Generate(request, request.notices)
+
+    def unpin_seed(self) -> Action:
+        self.settings = replace(self.settings, seed=None)
+        return Reply("now: a new random seed for each generation")
+
+    def set_reference(self, arg: str) -> Action:
+        if not self.references_supported:
+            raise NotSupportedYet(NOT_YET)
+        if not arg:
+            raise InvalidRequest("/image needs a file path, or `off` to drop the reference image")
+        if arg.lower() in CLEAR_WORDS:
+            self.settings = replace(self.settings, reference=None, strength=None)
+            return Reply("now: no reference image")
+        settings = self._checked(replace(self.settings, reference=load_reference(arg)))
+        self.settings = settings
+        return Reply(f"now: {self._reference_text()}")
+
+    def set_strength(self, arg: str) -> Action:
+        if not self.references_supported:
+            raise NotSupportedYet(NOT_YET)
+        try:
+            value = float(arg)
+        except ValueError:
+            raise InvalidRequest("/strength needs a number above 0 and at most 1, e.g. /strength 0.6") from None
+        if self.settings.reference is None:
+            raise InvalidRequest("/strength acts on a reference image; set one first with /image PATH")
+        self.settings = self._checked(replace(self.settings, strength=value))
+        return Reply(f"now: {self._reference_text()}")
+
+    # -- what the terminal shows -----------------------------------------------------
+    def status_line(self) -> str:
+        """The bottom toolbar: model, orientation, size, steps, seed."""
+        s = self.settings
+        parts = [self.spec.display_name, self._shape(s), f"{s.steps} steps",
+                 "seed random" if s.seed is None else f"seed {s.seed} (fixed)"]
+        if s.batch > 1:
+            parts.append(f"batch {s.batch}")
+        if s.reference is not None:
+            parts.append("reference image")
+        parts.append(f"last seed {self.last_seed}" if self.last_seed is not None else "no image yet")
+        return " | ".join(parts)
+
+    def describe(self) -> str:
+        """The answer to /show."""
+        s = self.settings
+        lo, hi = self.spec.step_range
+        rows = [
+            ("model", f"{self.spec.display_name} ({self.spec.name})"),
+            ("size", self._shape(s)),
+            ("steps", f"{s.steps} (model default {self.spec.default_steps}, range {lo}-{hi})"),
+            ("seed", "random for each generation" if s.seed is None else f"{s.seed}, fixed (/seed random)"),
+            ("batch", str(s.batch)),
+            ("reference", self._reference_text() if s.reference else "none"),
+            ("last", "nothing yet" if self.last_prompt is None
+             else f"{self.last_prompt!r}" + (f", seed {self.last_seed}" if self.last_seed is not None else "")),
+        ]
+        if self.output_dir is not None:
+            rows.append(("output", str(self.output_dir)))
+        return "\n".join(f"{name:<10} {value}" for name, value in rows)
+
+    # -- helpers -------------------------------------------------------------------
+    def _request(self, prompt: str, settings: Settings, raw_input: str) -> GenerationRequest:
+        return GenerationRequest.create(prompt, model=self.spec, raw_input=raw_input,
+                                        **settings.request_kwargs())
+
+    def _checked(self, settings: Settings) -> Settings:
+        self._request(_PROBE_PROMPT, settings, raw_input=_PROBE_PROMPT)
+        return settings
+
+    def _shape(self, s: Settings) -> str:
+        width, height = self.spec.dimensions(s.orientation, s.size)
+        return f"{s.orientation} {SIZE_LABELS.get(s.size, s.size)} ({width}x{height})"
+
+    def _describe(self, s: Settings, overrides: dict[str, Any]) -> str:
+        """Say which settings a line set (they stick), in the words of the commands."""
+        parts = []
+        if "orientation" in overrides or "size" in overrides:
+            parts.append(self._shape(s))
+        if "steps" in overrides:
+            parts.append(f"{s.steps} steps")
+        if "seed" in overrides:
+            parts.append(f"seed {s.seed} fixed (/seed random to unfix)")
+        if "batch" in overrides:
+            parts.append(f"batch {s.batch}")
+        return f"now: {', '.join(parts)}" if parts else ""
+
+    def _reference_text(self) -> str:
+        ref = self.settings.reference
+        strength = DEFAULT_STRENGTH if self.settings.strength is None else self.settings.strength
+        return f"reference image {ref.source} ({ref.size[0]}x{ref.size[1]}), strength {strength:g}"
+
+
+def load_reference(arg: str) -> ReferenceImage:
+    """Open the image a /image path names; any failure is one line."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(arg.strip().strip("'\"")).expanduser()
+    if not path.is_file():
+        raise InvalidRequest(f"no such file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError):
+        raise InvalidRequest(f"{path} is not an image Pillow can read (PNG, JPEG or WebP)") from None
+    return ReferenceImage(source=str(path), image=rgb)

@@ -1,0 +1,113 @@
+"""The installed `flux2` console script, run as a user would, in subprocesses."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+FLUX2 = shutil.which("flux2", path=str(Path(sys.executable).parent)) or shutil.which("flux2")
+
+
+def run(*args, env=None, timeout=240):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([FLUX2, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def test_console_script_is_installed():
+    assert FLUX2, "flux2 is not on PATH: install the package (pip install -e .)"
+
+
+def test_generate_json_writes_png_and_sidecar(tmp_path):
+    result = run("generate", "a red circle on a blue background /square", "--model", "tiny",
+                 "--seed", "7", "--steps", "3", "--batch", "2", "--output-dir", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["success"] is True and body["generation_time"] > 0
+    assert [image["seed"] for image in body["images"]] == [7, 8]
+    for image in body["images"]:
+        path = Path(image["path"])
+        assert path.parent == tmp_path and path.name == image["filename"]
+        assert set(image["timings"]) == {"encoding", "diffusion", "save", "total"}
+        with Image.open(path) as png:
+            assert png.size == (64, 64)
+        sidecar = path.with_suffix(".prompt").read_text().splitlines()
+        assert sidecar[:5] == ["# Raw input: a red circle on a blue background /square",
+                               "# Prompt: a red circle on a blue background",
+                               "# Dimensions: 64x64", f"# Seed: {image['seed']}", "# Steps: 3"]
+    assert "Traceback" not in result.stderr
+
+
+def test_human_output_names_the_files(tmp_path):
+    result = run("generate", "a white square on a black background", "--model", "tiny", "--steps", "2",
+                 "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(written) == 1 and written[0] in result.stdout and "seed" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "0"], "steps must be between 1 and 50"),
+    (["--orientation", "diagonal"], "orientation must be one of"),
+    (["--batch", "9"], "batch must be between 1 and 4"),
+    (["--model", "flux3"], "unknown model 'flux3'"),
+    (["--gguf", "q5"], "--gguf takes one of"),
+    (["--steps", "many"], "Invalid value for '--steps'"),
+])
+def test_usage_errors_exit_2_with_one_line(args, message, tmp_path):
+    result = run("generate", "a cat", "--model", "tiny", *args, "--output-dir", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_validation_error_is_exactly_one_line(tmp_path):
+    result = run("generate", "a cat", "--model", "tiny", "--steps", "99", "--output-dir", str(tmp_path))
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error: steps must be between 1 and 50")
+
+
+def test_unimplemented_loading_paths_fail_clearly(tmp_path):
+    result = run("generate", "a cat", "--gguf", "q8", "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "not supported yet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_debug_variable_shows_the_traceback(tmp_path):
+    result = run("generate", "a cat", "--gguf", "q8", env={"FLUX2_DEBUG": "1"})
+    assert "Traceback" in result.stderr and result.returncode == 2
+
+
+def test_info_json_lists_models_and_versions():
+    result = run("info", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    names = [row["name"] for row in report["models"]]
+    assert names[0] == "dev-bnb4" and "tiny" in names
+    tiny = next(row for row in report["models"] if row["name"] == "tiny")
+    assert tiny["cached"] is True and tiny["license"] == "Apache-2.0"
+    assert report["versions"]["flux2cli"] and report["versions"]["diffusers"]
+    assert report["device"]["type"] in ("cpu", "cuda", "mps")
+
+
+def test_env_var_picks_the_model_and_output_dir(tmp_path):
+    result = run("generate", "a blue circle on a white background", "--steps", "2", "--json",
+                 env={"FLUX2_MODEL": "tiny", "FLUX2_OUTPUT_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert Path(json.loads(result.stdout)["images"][0]["path"]).parent == tmp_path
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate", "--help"], ["info"]])
+def test_fast_commands_import_neither_torch_nor_diffusers(args):
+    # -X importtime lists every module the installed script imports, on stderr.
+    result = subprocess.run([sys.executable, "-X", "importtime", FLUX2, *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "typer" in imported  # the listing is real
+    assert not {"torch", "diffusers", "transformers"} & imported
