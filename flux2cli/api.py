@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from flux2cli.pipeline.images import check_pil_image
 from flux2cli.pipeline.loading import LoadOptions
 from flux2cli.pipeline.registry import resolve_model
-from flux2cli.pipeline.request import GenerationRequest, ReferenceImage
+from flux2cli.pipeline.request import GenerationRequest
 
 _engine: Any = None
 _engine_lock = threading.Lock()
@@ -53,7 +54,7 @@ def generate_image(
     loaded on first use if ``load_model`` was not called.
     """
     engine = _engine or load_model(local_encoder=local_encoder)
-    references = () if input_image is None else (ReferenceImage("python", input_image),)
+    references = () if input_image is None else (check_pil_image(input_image),)
     request = GenerationRequest.create(
         prompt, model=engine.spec, steps=steps, seed=seed, width=width, height=height,
         reference_images=references, strength=strength if references else None,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from flux2cli.commands import options as opt
 from flux2cli.commands.console import format_timings, notice, stderr, step_progress
+from flux2cli.pipeline.images import load_reference_file
 from flux2cli.pipeline.modifiers import parse_modifiers
 from flux2cli.pipeline.output import generation_body
 from flux2cli.pipeline.registry import resolve_model
@@ -28,6 +30,10 @@ def generate(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (random when absent).")] = None,
     batch: Annotated[int, typer.Option("--batch", "-n", help="Images to make, 1-4 (seeds seed..seed+n-1).")] = 1,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale.")] = None,
+    input_image: Annotated[Optional[list[Path]], typer.Option(
+        "--input-image", "-i", metavar="PATH", help="Reference image (PNG/JPEG/WebP); repeat for several.")] = None,
+    strength: Annotated[Optional[float], typer.Option(
+        "--strength", help="Share of the steps re-run from the first reference (0-1]; 1.0 = from noise.")] = None,
     output_dir: opt.OutputDirOpt = opt.DEFAULT_OUTPUT,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     full_model: opt.FullModelOpt = False,
@@ -41,7 +47,9 @@ def generate(
     settings = {"orientation": orientation, "size": size, "width": width, "height": height,
                 "steps": steps, "seed": seed, "batch": batch, "guidance": guidance}
     settings.update(parsed.overrides)
-    request = GenerationRequest.create(parsed.prompt, model=spec, raw_input=prompt, **settings)
+    references = [load_reference_file(path) for path in input_image or ()]
+    request = GenerationRequest.create(parsed.prompt, model=spec, raw_input=prompt,
+                                       reference_images=references, strength=strength, **settings)
     for message in request.notices:
         notice(message)
 

@@ -6,6 +6,7 @@ It knows nothing of Typer, prompt_toolkit or aiohttp; those layers hand it a
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -16,11 +17,11 @@ from flux2cli.errors import (
     Flux2Error,
     GenerationCancelled,
     GenerationError,
-    NotSupportedYet,
     OutOfMemory,
 )
 from flux2cli.pipeline.encoding import CachedEncoder, EmbeddingKey, LocalTextEncoder
 from flux2cli.pipeline.events import StepCallback, StepEvent
+from flux2cli.pipeline.img2img import fit_reference, sdedit_start
 from flux2cli.pipeline.loading import LoadOptions, load_pipeline
 from flux2cli.pipeline.output import SavedImage, save_image
 from flux2cli.pipeline.registry import ModelSpec, get_model
@@ -76,8 +77,6 @@ class Engine:
         """Generate ``request.batch`` images in one pipeline call."""
         if request.model != self.spec.name:
             raise GenerationError(f"this engine runs {self.spec.name}, not {request.model}")
-        if request.reference_images:
-            raise NotSupportedYet("reference images are not supported yet; generate without one")
         with self._lock:
             try:
                 return self._generate(request, on_step, cancel)
@@ -117,15 +116,27 @@ class Engine:
 
         def step_end(pipe, index, timestep, callback_kwargs):
             if on_step is not None:
-                on_step(StepEvent(index + 1, request.steps, request.batch))
+                on_step(StepEvent(index + 1, steps_run, request.batch))
             if cancel is not None and cancel.is_set():
-                raise GenerationCancelled(index + 1, request.steps)
+                raise GenerationCancelled(index + 1, steps_run)
             return callback_kwargs
 
         # CPU generators give the same noise on every device, so a seed means one image.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+        steps_run = request.steps
         start = time.perf_counter()
         with torch.inference_mode():
+            if request.reference_images:
+                # References larger than the model's native 1 MP only cost time and memory.
+                max_pixels = math.prod(self.spec.dimensions("square", "1mp"))
+                references = [fit_reference(ref.image, max_pixels) for ref in request.reference_images]
+                kwargs["image"] = references
+                if request.strength < 1.0:
+                    sdedit = sdedit_start(self.pipe, references[0], width=request.width,
+                                          height=request.height, steps=request.steps,
+                                          strength=request.strength, generators=generators)
+                    kwargs.update(latents=sdedit.latents, sigmas=sdedit.sigmas)
+                    steps_run = sdedit.steps_run
             output = self.pipe(
                 prompt_embeds=embeds,
                 height=request.height,

@@ -1,0 +1,117 @@
+"""Reading reference images from users, safely.
+
+Only PNG, JPEG and WebP decoders are enabled, the pixel count is checked from the
+header before any pixel is decoded, and every failure is one ``InvalidRequest`` line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from flux2cli.errors import InvalidRequest
+from flux2cli.pipeline.request import ReferenceImage
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_PIXELS = 5376 * 3072  # the spec's largest output (4mp landscape)
+MIN_SIDE = 16
+MAX_ASPECT = 8  # FLUX.2's image processor refuses more extreme references
+MAX_BYTES = 32 * 2**20
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
+                       re.IGNORECASE)
+
+
+def decode_image_bytes(data: bytes, label: str) -> Any:
+    """Decode ``data`` into an RGB PIL image, or raise InvalidRequest naming ``label``."""
+    from PIL import Image
+
+    if not data:
+        raise InvalidRequest(f"{label} is empty")
+    if len(data) > MAX_BYTES:
+        raise InvalidRequest(f"{label} is {len(data) // 2**20} MB; the limit is {MAX_BYTES // 2**20} MB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise InvalidRequest(f"{label} is {width}x{height}; the limit is {MAX_PIXELS:,} pixels")
+            _check_shape(width, height, label)
+            image.load()
+    except InvalidRequest:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidRequest(f"{label} has too many pixels; the limit is {MAX_PIXELS:,}") from None
+    except Exception as error:  # unknown format, truncated data, text-chunk bombs, ...
+        raise InvalidRequest(f"{label} is not a readable PNG, JPEG or WebP image") from error
+    if image.mode != "RGB":
+        image = _to_rgb(image)
+    return image
+
+
+def _check_shape(width: int, height: int, label: str) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise InvalidRequest(f"{label} is {width}x{height}; each side must be at least {MIN_SIDE} pixels")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InvalidRequest(f"{label} is {width}x{height}; the long side may be at most {MAX_ASPECT}x the short one")
+
+
+def _to_rgb(image: Any) -> Any:
+    """Flatten transparency onto white: a reference with holes should not turn black."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def load_reference_file(path: str | Path) -> ReferenceImage:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidRequest(f"reference image {str(path)!r} does not exist or is not a file")
+    if file.stat().st_size > MAX_BYTES:
+        raise InvalidRequest(f"reference image {file.name!r} is larger than {MAX_BYTES // 2**20} MB")
+    return ReferenceImage(str(file), decode_image_bytes(file.read_bytes(), f"reference image {file.name!r}"))
+
+
+def decode_base64_image(text: Any, label: str = "input_image") -> ReferenceImage:
+    """A data URL (``data:image/png;base64,...``) or bare base64, as the server receives it."""
+    if not isinstance(text, str):
+        raise InvalidRequest(f"{label} must be a base64 string or a data URL")
+    payload = text.strip()
+    match = _DATA_URL.match(payload)
+    if match:
+        mime = (match.group("mime") or "").lower()
+        if mime not in ("image/png", "image/jpeg", "image/jpg", "image/webp"):
+            raise InvalidRequest(f"{label} must be a PNG, JPEG or WebP image (got {mime or 'no type'})")
+        if not match.group("b64"):
+            raise InvalidRequest(f"{label} data URL must be base64-encoded")
+        payload = payload[match.end():]
+    if len(payload) > MAX_BYTES * 4 // 3 + 4:
+        raise InvalidRequest(f"{label} is larger than {MAX_BYTES // 2**20} MB")
+    try:
+        data = base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{label} is not valid base64") from None
+    return ReferenceImage("upload", decode_image_bytes(data, label))
+
+
+def check_pil_image(image: Any, label: str = "input_image") -> ReferenceImage:
+    """A PIL image handed over through the Python API."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise InvalidRequest(f"{label} must be a PIL image")
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise InvalidRequest(f"{label} is {width}x{height}; the limit is {MAX_PIXELS:,} pixels")
+    _check_shape(width, height, label)
+    return ReferenceImage("python", image if image.mode == "RGB" else _to_rgb(image))
