@@ -10,17 +10,17 @@ from typing import Any
 
 __all__ = ["load_model", "generate_image", "__version__"]
 
-try:
-    from importlib.metadata import version as _version
-
-    __version__ = _version("flux2cli")
-except Exception:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
-
 
 def __getattr__(name: str) -> Any:
     if name in ("load_model", "generate_image"):
         from flux2cli import api
 
         return getattr(api, name)
+    if name == "__version__":  # importlib.metadata costs ~40 ms at start-up
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("flux2cli")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0.0.0"
     raise AttributeError(f"module 'flux2cli' has no attribute {name!r}")

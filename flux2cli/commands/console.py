@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flux2cli.pipeline.events import StepCallback, StepEvent
 
@@ -20,6 +19,8 @@ def notice(message: str) -> None:
 @contextmanager
 def step_progress(label: str, total_steps: int) -> Iterator[StepCallback]:
     """A progress bar on stderr; yields the ``on_step`` callback that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=stderr, transient=True)
     task = progress.add_task(label, total=total_steps)
