@@ -30,6 +30,4 @@ def repl(
 
     with stderr.status(f"loading {spec.display_name}…"):
         engine = Engine.load(spec, LoadOptions(local_encoder=local_encoder, compile=compile))
-    # The engine says when reference images work (they come with image editing).
-    session.references_supported = bool(getattr(engine, "supports_reference_images", False))
     raise typer.Exit(run_repl(session, engine, output_dir))

@@ -9,10 +9,15 @@ from flux2cli.pipeline.request import GenerationRequest
 
 @dataclass(frozen=True)
 class Reply:
-    """Text to show; ``error`` lines go to stderr, the loop goes on either way."""
+    """Text to show. ``kind``: "output" (/help, /show) goes to stdout; "note" (a change of
+    settings) and "error" go to stderr, so a pipe's stdout carries only results."""
 
     text: str
-    error: bool = False
+    kind: str = "output"
+
+    @property
+    def error(self) -> bool:
+        return self.kind == "error"
 
 
 @dataclass(frozen=True)

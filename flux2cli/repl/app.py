@@ -1,10 +1,10 @@
 """The terminal layer: read a line, let the session decide, run generations, print.
 
 A generation runs in a worker thread while the main thread waits for it. Between prompts
-the terminal is in its normal (cooked) mode, so Ctrl-C is a SIGINT, which Python raises
-as KeyboardInterrupt in the main thread: we catch it there and set the engine's cancel
-Event, and the engine stops at the end of the current step. At the prompt, prompt_toolkit
-reads Ctrl-C as a key and raises KeyboardInterrupt from ``prompt()``: the line is dropped.
+the terminal is in its normal (cooked) mode, so Ctrl-C is a SIGINT to the main thread:
+while a generation runs, our handler turns it into the engine's cancel Event, and the
+engine stops at the end of the current step. At the prompt, prompt_toolkit reads Ctrl-C
+as a key and raises KeyboardInterrupt from ``prompt()``: the line is dropped.
 
 Results (saved paths) and the answers to /help and /show go to stdout; progress, notes
 and errors go to stderr, so `... | flux2 repl | ...` pipes only the paths.
@@ -12,6 +12,7 @@ and errors go to stderr, so `... | flux2 repl | ...` pipes only the paths.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from contextlib import contextmanager
@@ -45,13 +46,19 @@ class TerminalReader:
 
     def __init__(self, session: ReplSession, history: Any, *, input: Any = None, output: Any = None):
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.output import create_output
 
         from flux2cli.repl.completion import ReplCompleter
 
-        self._prompt = PromptSession(
+        if output is None:
+            # `flux2 repl > paths.txt`: the prompt stays on the terminal (stderr), the file
+            # gets the saved paths only.
+            output = create_output(always_prefer_tty=True)
+        self.prompt_session = PromptSession(
             history=history,
             completer=ReplCompleter(),
-            complete_while_typing=True,
+            # Tab only: a menu popping up while typing races with fast typing and pastes.
+            complete_while_typing=False,
             bottom_toolbar=session.status_line,  # called at each redraw: always current
             input=input,
             output=output,
@@ -60,7 +67,7 @@ class TerminalReader:
     def read(self) -> str | None:
         while True:
             try:
-                return self._prompt.prompt(PROMPT)
+                return self.prompt_session.prompt(PROMPT)
             except KeyboardInterrupt:
                 continue  # Ctrl-C at the prompt clears the line
             except EOFError:
@@ -149,8 +156,8 @@ class ReplApp:
     def _generate(self, action: Generate) -> None:
         request = action.request
         for note in action.notes:
-            self.err.print(escape(note), style="dim", soft_wrap=True)
-        cancel = threading.Event()
+            self.err.print(note, style="dim", markup=False, soft_wrap=True)
+        cancel, done = threading.Event(), threading.Event()
         outcome: dict[str, Any] = {}
 
         def work(on_step: StepCallback) -> None:
@@ -159,11 +166,12 @@ class ReplApp:
                     request, self.output_dir, on_step=on_step, cancel=cancel)
             except BaseException as error:  # handed to the main thread, raised there
                 outcome["error"] = error
+            finally:
+                done.set()
 
-        with self._progress(request) as on_step:
-            worker = threading.Thread(target=work, args=(on_step,), name="flux2-generate", daemon=True)
-            worker.start()
-            self._wait(worker, cancel)
+        with self._progress(request) as on_step, _ctrl_c_sets(cancel):
+            threading.Thread(target=work, args=(on_step,), name="flux2-generate", daemon=True).start()
+            self._wait(done, cancel)
 
         error = outcome.get("error")
         if isinstance(error, GenerationCancelled):
@@ -176,21 +184,25 @@ class ReplApp:
             self.out.print(f"{saved.path}  seed {saved.seed}  ({format_timings(saved.timings)})",
                            markup=False, soft_wrap=True)
 
-    def _wait(self, worker: threading.Thread, cancel: threading.Event) -> None:
-        """Wait for the worker; Ctrl-C (KeyboardInterrupt here) asks it to stop."""
+    def _wait(self, done: threading.Event, cancel: threading.Event) -> None:
+        """Wait for the worker, saying once when a Ctrl-C asked it to stop."""
+        announced = False
         while True:
             try:
-                while worker.is_alive():
-                    worker.join(0.1)
+                while not done.wait(0.1):
+                    if cancel.is_set() and not announced:
+                        announced = True
+                        self.err.print("cancelling at the end of this step…")
                 return
-            except KeyboardInterrupt:
-                if not cancel.is_set():
-                    self.err.print("cancelling at the end of this step…")
+            except KeyboardInterrupt:  # only where _ctrl_c_sets could not take SIGINT over
                 cancel.set()
 
     @contextmanager
     def _progress(self, request: GenerationRequest) -> Iterator[StepCallback]:
         """A per-step bar on stderr, gone when the step count is done."""
+        if not self.err.is_terminal:  # a log file gets no bar frames
+            yield lambda event: None
+            return
         label = f"{request.width}x{request.height}" + (f" x{request.batch}" if request.batch > 1 else "")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("steps"), TimeElapsedColumn(), console=self.err, transient=True)
@@ -204,8 +216,10 @@ class ReplApp:
 
     # -- output ----------------------------------------------------------------------
     def _reply(self, reply: Reply) -> None:
-        if reply.error:
+        if reply.kind == "error":
             self._error(reply.text)
+        elif reply.kind == "note":
+            self.err.print(reply.text, style="dim", markup=False, soft_wrap=True)
         else:
             self.out.print(reply.text, markup=False, soft_wrap=True)
 
@@ -217,15 +231,32 @@ class ReplApp:
         self.err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
 
 
+@contextmanager
+def _ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
+    """While a generation runs, Ctrl-C (SIGINT) sets ``cancel`` instead of raising.
+
+    A KeyboardInterrupt can land anywhere, even in Thread.start() before the wait that
+    would catch it, and leave a worker running unasked; a handler that only sets the
+    Event has no such window. The engine stops at the end of the current step.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; _wait catches KeyboardInterrupt
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_repl(session: ReplSession, engine: Any, output_dir: Path, *, stdin: TextIO | None = None) -> int:
     """The loop behind `flux2 repl`: prompt_toolkit in a terminal, plain lines from a pipe."""
-    stdin = sys.stdin if stdin is None else stdin
-    app = ReplApp(session, engine, output_dir)
-    if stdin is not None and stdin.isatty():
-        reader: LineReader = TerminalReader(session, open_history(app.err))
-        app.banner()
-    elif stdin is not None:
-        reader = StreamReader(stdin)
-    else:
+    stdin = stdin or sys.stdin
+    if stdin is None:  # started with stdin closed: nothing to read
         return 0
+    app = ReplApp(session, engine, output_dir)
+    if not stdin.isatty():
+        return app.run(StreamReader(stdin))
+    reader = TerminalReader(session, open_history(app.err))
+    app.banner()
     return app.run(reader)

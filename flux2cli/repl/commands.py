@@ -42,11 +42,6 @@ class Command:
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 
-    @property
-    def is_word(self) -> bool:
-        """`same`, `quit`: plain words, which prompts may also start with."""
-        return not self.name.startswith("/")
-
 
 def whole_number(text: str, command: str) -> int:
     if not (text.isascii() and text.isdigit()):
@@ -54,8 +49,8 @@ def whole_number(text: str, command: str) -> int:
     return int(text)
 
 
-# Handlers stay one line each: the logic lives in the session, the parsing of the
-# argument here, so the table reads as the list of what can be typed.
+# Handlers stay small: the logic lives in the session, the reading of the argument
+# here, so the table below reads as the list of what can be typed.
 def _quit(session: ReplSession, arg: str, line: str) -> Action:
     return Quit()
 
@@ -121,7 +116,7 @@ COMMANDS: tuple[Command, ...] = (
             inline=True),
     Command("/image", "reference image for the prompts that follow; `/image off` drops it", _image,
             args="PATH|off", paths=True),
-    Command("/strength", "how much of the schedule is re-run over the reference, 0-1", _strength,
+    Command("/strength", "share of the steps re-run over the reference, above 0 to 1", _strength,
             args="<number>"),
     Command("/show", "show the current settings", _show),
     Command("/help", "this list", _help, aliases=("help", "?")),
@@ -138,8 +133,8 @@ def lookup(word: str) -> Command | None:
 def find_command(line: str) -> tuple[Command | None, str]:
     """The command a stripped, non-empty line starts with, and its argument text.
 
-    ``(None, line)`` means the line is a prompt. Argument-less words match only alone:
-    "same old story" is a prompt, not `same`.
+    ``(None, line)`` means the line is a prompt. Plain words that take no argument
+    (`same`, `q`, `help`) are commands only alone on the line.
     """
     first, _, rest = line.partition(" ")
     command = lookup(first)
@@ -148,8 +143,8 @@ def find_command(line: str) -> tuple[Command | None, str]:
             raise InvalidRequest(f"unknown command {first}; /help lists the commands")
         return None, line
     arg = rest.strip()
-    if command.is_word and not command.args and arg:
-        return None, line
+    if not first.startswith("/") and not command.args and arg:
+        return None, line  # a prompt may start with a plain word: "same old story", "help me"
     return command, arg
 
 

@@ -2,19 +2,19 @@
 
 - ``/word`` completes to commands at the start of a line and to modifiers anywhere
   (they work inside prompts); the menu shows each one's help.
-- Plain words (`same`, `reseed`, `quit`) complete only on Tab at the start of a line,
-  so typing a prompt that starts with "s" does not pop a menu up.
+- Plain words (`same`, `reseed`, `quit`) complete at the start of a line only, and only
+  on Tab, never while typing: a prompt starting with "s" is not a command.
 - After a command that takes a path (/image), file paths complete.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from flux2cli.repl.commands import COMMANDS, Command, lookup
+from flux2cli.repl.commands import COMMANDS, lookup
 
 
 class ReplCompleter(Completer):
@@ -34,15 +34,16 @@ class ReplCompleter(Completer):
             yield from _words(rest.lstrip(), ("random",))
         word = document.get_word_before_cursor(WORD=True)
         if word.startswith("/"):
-            yield from _names(word, lambda c: not space or c.inline)
+            yield from _names(word, inline_only=bool(space))
         elif not space and word and event.completion_requested:
-            yield from _names(word, lambda c: c.is_word)
+            yield from _names(word, inline_only=False)
 
 
-def _names(word: str, wanted: Callable[[Command], bool]) -> Iterable[Completion]:
+def _names(word: str, *, inline_only: bool) -> Iterable[Completion]:
+    """Names that extend ``word``: "/s" only meets /commands, "sa" only plain words."""
     prefix = word.lower()
     for command in COMMANDS:
-        if not wanted(command):
+        if inline_only and not command.inline:
             continue
         for name in command.names:
             if name.startswith(prefix) and name != prefix:

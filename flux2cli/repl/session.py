@@ -1,11 +1,14 @@
 """The REPL's state and logic, without a terminal: ``handle(line)`` returns an action.
 
-Which settings stick: every modifier (/steps /seed /batch, the orientations and sizes),
-whether typed alone or inside a prompt, stays set for the prompts after it, and the
-reply says so ("now: portrait 2k (96x160)"). `same` always draws a new seed, even when
-/seed fixed one: a repeat with the same seed would give the same image. `reseed N`
-uses N for that one generation. Every request is built by ``GenerationRequest.create``;
-a change of settings alone is checked the same way, with a stand-in prompt.
+Which settings stick: all of them. Every modifier (/steps /seed /batch, the orientations
+and sizes), typed alone or inside a prompt, stays set for the prompts after it, and the
+reply says so ("now: portrait 2k (96x160)"); so do /image and /strength. `same` always
+draws a new seed, even when /seed fixed one: the same seed would give the same image.
+`reseed N` uses N for that one generation. The sidecar's "Raw input" is the line as
+typed ("same", "a sunset /4k"), its "Prompt" the text the model saw.
+
+Every request is built by ``GenerationRequest.create``; a change of settings alone is
+checked the same way, with a stand-in prompt, so the limits live in one place.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from flux2cli.errors import InvalidRequest, NotSupportedYet
+from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.modifiers import parse_modifiers
 from flux2cli.pipeline.registry import ModelSpec
 from flux2cli.pipeline.request import (
@@ -30,8 +33,6 @@ from flux2cli.repl.commands import CLEAR_WORDS, find_command
 
 SIZE_LABELS = {size: alias for alias, size in SIZE_ALIASES.items()}  # "2mp" → "2k", as typed
 _PROBE_PROMPT = "settings check"  # validates a change of settings that has no prompt yet
-NOT_YET = ("reference images (/image, /strength) are not supported by the engine yet; "
-           "they arrive with image editing")
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,9 @@ class ReplSession:
         *,
         steps: int | None = None,
         output_dir: Path | None = None,
-        references_supported: bool = False,
     ):
         self.spec = spec
-        self.output_dir = output_dir
-        self.references_supported = references_supported
+        self.output_dir = output_dir  # shown by /show; the app writes there
         # A bad --steps fails here, before minutes of model loading.
         self.settings = self._checked(Settings(steps=spec.default_steps if steps is None else steps))
         self.last_prompt: str | None = None
@@ -85,7 +84,7 @@ class ReplSession:
                 return self.prompt(text)
             return command.handler(self, arg, text)
         except InvalidRequest as error:
-            return Reply(str(error), error=True)
+            return Reply(str(error), "error")
 
     def record(self, request: GenerationRequest) -> None:
         """A generation of ``request`` finished; its seed is the one `reseed` would reuse."""
@@ -99,7 +98,7 @@ class ReplSession:
         change = self._describe(settings, parsed.overrides)
         if not parsed.prompt:
             self.settings = self._checked(settings)
-            return Reply(change or "nothing to do")
+            return Reply(change or "nothing to do", "note")
         request = self._request(parsed.prompt, settings, raw_input=line)
         self.settings = settings
         self.last_prompt = request.prompt
@@ -114,23 +113,22 @@ class ReplSession:
 
     def unpin_seed(self) -> Action:
         self.settings = replace(self.settings, seed=None)
-        return Reply("now: a new random seed for each generation")
+        return Reply("now: a new random seed for each generation", "note")
 
     def set_reference(self, arg: str) -> Action:
-        if not self.references_supported:
-            raise NotSupportedYet(NOT_YET)
+        """/image PATH: a reference image for the prompts that follow (it sticks too)."""
+        from flux2cli.pipeline.images import load_reference_file  # decodes safely, one-line errors
+
         if not arg:
             raise InvalidRequest("/image needs a file path, or `off` to drop the reference image")
         if arg.lower() in CLEAR_WORDS:
             self.settings = replace(self.settings, reference=None, strength=None)
-            return Reply("now: no reference image")
-        settings = self._checked(replace(self.settings, reference=load_reference(arg)))
-        self.settings = settings
-        return Reply(f"now: {self._reference_text()}")
+            return Reply("now: no reference image", "note")
+        path = arg.strip("'\"")  # a path pasted or dropped in quotes
+        self.settings = self._checked(replace(self.settings, reference=load_reference_file(path)))
+        return Reply(f"now: {self._reference_text()}", "note")
 
     def set_strength(self, arg: str) -> Action:
-        if not self.references_supported:
-            raise NotSupportedYet(NOT_YET)
         try:
             value = float(arg)
         except ValueError:
@@ -138,7 +136,7 @@ class ReplSession:
         if self.settings.reference is None:
             raise InvalidRequest("/strength acts on a reference image; set one first with /image PATH")
         self.settings = self._checked(replace(self.settings, strength=value))
-        return Reply(f"now: {self._reference_text()}")
+        return Reply(f"now: {self._reference_text()}", "note")
 
     # -- what the terminal shows -----------------------------------------------------
     def status_line(self) -> str:
@@ -199,21 +197,6 @@ class ReplSession:
 
     def _reference_text(self) -> str:
         ref = self.settings.reference
-        strength = DEFAULT_STRENGTH if self.settings.strength is None else self.settings.strength
-        return f"reference image {ref.source} ({ref.size[0]}x{ref.size[1]}), strength {strength:g}"
-
-
-def load_reference(arg: str) -> ReferenceImage:
-    """Open the image a /image path names; any failure is one line."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(arg.strip().strip("'\"")).expanduser()
-    if not path.is_file():
-        raise InvalidRequest(f"no such file: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError):
-        raise InvalidRequest(f"{path} is not an image Pillow can read (PNG, JPEG or WebP)") from None
-    return ReferenceImage(source=str(path), image=rgb)
+        strength = self.settings.strength
+        strength_text = f"{DEFAULT_STRENGTH:g} (default)" if strength is None else f"{strength:g}"
+        return f"reference image {ref.source} ({ref.size[0]}x{ref.size[1]}), strength {strength_text}"
