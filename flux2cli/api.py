@@ -26,14 +26,25 @@ def load_model(
     model: str | None = None,
     compile: bool = False,
     device: str | None = None,
+    remote_encoder: str | None = None,
+    offload: str = "auto",
+    vae_tiling: str = "auto",
 ):
-    """Load a model once for ``generate_image``; returns the engine for direct use."""
+    """Load a model once for ``generate_image``; returns the engine for direct use.
+
+    ``gguf_quant`` is ``"bf16"``, ``"q8"``, ``"q4"`` or a local ``.gguf`` file;
+    ``remote_encoder`` a URL speaking the remote-encoder protocol; ``offload`` one of
+    auto/none/model/sequential; ``vae_tiling`` one of auto/on/off. Notes about the choices
+    made (encoder fallback, offloading) are in ``engine.load_notices``.
+    """
     from flux2cli.pipeline.engine import Engine
 
     global _engine
     spec = resolve_model(model, full_model=full_model, gguf=gguf_quant)
+    options = LoadOptions(device=device, local_encoder=local_encoder, remote_encoder=remote_encoder,
+                          compile=compile, offload=offload, vae_tiling=vae_tiling).validate()
     with _engine_lock:
-        _engine = Engine.load(spec, LoadOptions(device=device, local_encoder=local_encoder, compile=compile))
+        _engine = Engine.load(spec, options)
         return _engine
 
 

@@ -26,10 +26,6 @@ class UnknownModel(InvalidRequest):
     """A model name that is not in the registry."""
 
 
-class NotSupportedYet(InvalidRequest):
-    """A documented option whose implementation has not landed."""
-
-
 class ModelLoadError(Flux2Error):
     """Weights could not be found, downloaded or loaded."""
 

@@ -14,6 +14,9 @@ ENV_VARS: dict[str, str] = {
     "FLUX2_OUTPUT_DIR": "folder for generated images (default ./outputs)",
     "FLUX2_HOME": "folder for history and settings (default: the user data folder)",
     "FLUX2_DEBUG": "set to 1 to show tracebacks",
+    "FLUX2_API_KEY": "API key `flux2 serve` requires (Authorization: Bearer KEY or X-API-Key: KEY)",
+    "FLUX2_ENCODER_URL": "remote text encoder endpoint for FLUX.2 [dev] (default: the public one, if reachable)",
+    "FLUX2_ENCODER_TOKEN": "bearer token sent to a non-Hugging Face encoder endpoint (its --api-key)",
 }
 
 DEFAULT_OUTPUT_DIR = "outputs"

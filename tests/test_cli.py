@@ -72,15 +72,15 @@ def test_validation_error_is_exactly_one_line(tmp_path):
     assert result.stderr.startswith("error: steps must be between 1 and 50")
 
 
-def test_unimplemented_loading_paths_fail_clearly(tmp_path):
+def test_uncached_models_fail_clearly_offline(tmp_path):
     result = run("generate", "a cat", "--gguf", "q8", "--output-dir", str(tmp_path))
-    assert result.returncode == 2
-    assert "not supported yet" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert "not in the local Hugging Face cache" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_debug_variable_shows_the_traceback(tmp_path):
     result = run("generate", "a cat", "--gguf", "q8", env={"FLUX2_DEBUG": "1"})
-    assert "Traceback" in result.stderr and result.returncode == 2
+    assert "Traceback" in result.stderr and result.returncode == 1
 
 
 def test_info_json_lists_models_and_versions():

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flux2cli.errors import GenerationCancelled, GenerationError, NotSupportedYet
-from flux2cli.pipeline.request import GenerationRequest, ReferenceImage
+from flux2cli.errors import GenerationCancelled, GenerationError
+from flux2cli.pipeline.request import GenerationRequest
 
 STEPS = 2  # enough to exercise the loop; the images need not be good here
 
@@ -96,12 +96,9 @@ def test_generate_and_save_writes_files_of_the_requested_size(tiny_engine, tmp_p
         assert set(item.timings) == {"encoding", "diffusion", "save", "total"}
 
 
-def test_wrong_model_and_unsupported_references_are_refused(tiny_engine):
+def test_a_request_for_another_model_is_refused(tiny_engine):
     with pytest.raises(GenerationError, match="runs tiny"):
         tiny_engine.generate(GenerationRequest.create("x", model="klein-4b"))
-    reference = ReferenceImage("in.png", Image.new("RGB", (64, 64)))
-    with pytest.raises(NotSupportedYet):
-        tiny_engine.generate(_request(reference_images=[reference]))
 
 
 def test_describe_names_the_loaded_model(tiny_engine):

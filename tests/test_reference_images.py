@@ -120,7 +120,7 @@ def test_hostile_images_are_one_clear_error(name, tmp_path):
     ("not base64 at all!", "not valid base64"),
     ("data:image/png;base64,", "empty"),
     ("data:image/tiff;base64,AAAA", "PNG, JPEG or WebP"),
-    ("data:image/png,rawbytes", "base64-encoded"),
+    ("data:image/png,rawbytes", "base64 data URL"),
     (42, "base64 string")])
 def test_bad_base64_payloads(text, message):
     with pytest.raises(InvalidRequest, match=message):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from flux2cli.commands import options as opt
 from flux2cli.commands.console import format_timings, notice, stderr, step_progress
@@ -39,7 +40,10 @@ def generate(
     full_model: opt.FullModelOpt = False,
     gguf: opt.GGUFOpt = None,
     local_encoder: opt.LocalEncoderOpt = False,
+    remote_encoder: opt.RemoteEncoderOpt = None,
     compile: opt.CompileOpt = False,
+    offload: opt.OffloadOpt = "auto",
+    vae_tiling: opt.VaeTilingOpt = "auto",
 ) -> None:
     """Generate images from one prompt and save them as PNG + .prompt files."""
     spec = resolve_model(model, full_model=full_model, gguf=gguf)
@@ -56,8 +60,11 @@ def generate(
     from flux2cli.pipeline.engine import Engine
     from flux2cli.pipeline.loading import LoadOptions
 
+    # Notices may quote a server's answer: never let it be read as rich markup.
+    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                          offload=offload, vae_tiling=vae_tiling, notify=lambda text: notice(escape(text))).validate()
     with stderr.status(f"loading {spec.display_name}…"):
-        engine = Engine.load(spec, LoadOptions(local_encoder=local_encoder, compile=compile))
+        engine = Engine.load(spec, options)
     start = time.perf_counter()
     with step_progress(f"{request.width}x{request.height}", request.steps) as on_step:
         saved = engine.generate_and_save(request, output_dir, on_step=on_step)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from flux2cli.pipeline.registry import MODELS, ModelSpec, default_model_name
-from flux2cli.settings import ENV_VARS, is_repo_cached
+from flux2cli.settings import ENV_VARS, hf_hub_cache
 
 LIBRARIES = ("flux2cli", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate",
              "bitsandbytes", "gguf", "aiohttp", "prompt_toolkit", "typer")
@@ -54,11 +54,38 @@ def probe_device(with_torch: bool) -> dict[str, Any]:
     return {"type": "cpu", "name": platform.machine(), "memory_gb": None}
 
 
-def model_row(spec: ModelSpec, device: dict[str, Any]) -> dict[str, Any]:
+def _snapshot(repo: str):
+    """The cached snapshot folder of ``repo``'s main revision (as huggingface_hub lays it out)."""
+    repo_dir = hf_hub_cache() / f"models--{repo.replace('/', '--')}"
+    ref = repo_dir / "refs" / "main"
+    snapshots = repo_dir / "snapshots"
+    if ref.is_file():
+        folder = snapshots / ref.read_text().strip()
+        return folder if folder.is_dir() else None
+    if snapshots.is_dir():  # a cache filled by revision only
+        return next((p for p in sorted(snapshots.iterdir()) if p.is_dir()), None)
+    return None
+
+
+def cache_status(spec: ModelSpec) -> str:
+    """"yes" (all a local-encoder run needs), "no encoder" (enough with a remote encoder), or "no"."""
     if spec.local_dir is not None:
-        available = (spec.local_dir / "model_index.json").is_file()
-    else:
-        available = is_repo_cached(spec.repo) and (spec.gguf is None or is_repo_cached(spec.gguf.repo))
+        return "yes" if (spec.local_dir / "model_index.json").is_file() else "no"
+    if spec.gguf is not None and spec.gguf.repo is not None:
+        gguf_folder = _snapshot(spec.gguf.repo)
+        if gguf_folder is None or not (gguf_folder / spec.gguf.filename).exists():
+            return "no"
+    folder = _snapshot(spec.repo) if spec.repo else None
+    if folder is None or not (folder / "model_index.json").is_file() or not (folder / "vae").is_dir():
+        return "no"
+    if spec.gguf is None and not any((folder / "transformer").glob("*.safetensors*")):
+        return "no"
+    has_encoder = (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir()
+    return "yes" if has_encoder else "no encoder"
+
+
+def model_row(spec: ModelSpec, device: dict[str, Any]) -> dict[str, Any]:
+    status = cache_status(spec)
     memory = device.get("memory_gb")
     return {
         "name": spec.name,
@@ -68,10 +95,14 @@ def model_row(spec: ModelSpec, device: dict[str, Any]) -> dict[str, Any]:
         "default_steps": spec.default_steps,
         "license": spec.license,
         "gated": spec.gated,
-        "cached": available,
+        "cached": status != "no",  # enough to run (with a remote encoder for [dev])
+        "cache_status": status,
         "memory_gb": spec.memory_gb,
+        "encoder_memory_gb": spec.encoder_memory_gb,
+        "download_gb": spec.download_gb,
         "fits": None if memory is None else spec.memory_gb <= memory,
         "source": spec.repo or "embedded",
+        "gguf": None if spec.gguf is None else f"{spec.gguf.repo}/{spec.gguf.filename}",
     }
 
 
@@ -98,6 +129,7 @@ def info(
 
 def _print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(highlight=False)
@@ -108,12 +140,15 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(versions)
     console.print(f"Device: {device['type']} ({device['name']}{memory})")
     table = Table(title=f"Models (default: {report['default_model']})")
-    for column in ("name", "pipeline", "quantization", "steps", "license", "gated", "cached", "memory"):
+    columns = ("name", "quantization", "steps", "license", "gated", "cached", "memory", "+local enc.", "download")
+    for column in columns:
         table.add_column(column)
     for row in report["models"]:
         fits = "" if row["fits"] is None else (" ✓" if row["fits"] else " ✗")
-        table.add_row(row["name"], row["pipeline"], row["quantization"], str(row["default_steps"]),
-                      row["license"], "yes" if row["gated"] else "no",
-                      "yes" if row["cached"] else "no", f"~{row['memory_gb']:g} GB{fits}")
+        encoder = f"+{row['encoder_memory_gb']:g} GB" if row["encoder_memory_gb"] else "—"
+        download = "—" if row["download_gb"] is None else f"~{row['download_gb']:g} GB"
+        table.add_row(row["name"], row["quantization"], str(row["default_steps"]), escape(row["license"]),
+                      "yes" if row["gated"] else "no", row["cache_status"], f"~{row['memory_gb']:g} GB{fits}",
+                      encoder, download)
     console.print(table)
     console.print("Environment: " + ", ".join(report["environment"]))

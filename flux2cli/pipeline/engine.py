@@ -22,7 +22,7 @@ from flux2cli.errors import (
 from flux2cli.pipeline.encoding import CachedEncoder, EmbeddingKey, LocalTextEncoder
 from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.img2img import fit_reference, sdedit_start
-from flux2cli.pipeline.loading import LoadOptions, load_pipeline
+from flux2cli.pipeline.loading import LoadOptions, load_model_parts
 from flux2cli.pipeline.output import SavedImage, save_image
 from flux2cli.pipeline.registry import ModelSpec, get_model
 from flux2cli.pipeline.request import GenerationRequest
@@ -43,13 +43,17 @@ class Engine:
         self.pipe = pipe
         self.device = device
         self.encoder = CachedEncoder(encoder or LocalTextEncoder(pipe))
+        self.load_notices: tuple[str, ...] = ()  # one-line notes from loading (encoder, offload)
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model: ModelSpec | str, options: LoadOptions | None = None) -> Engine:
         spec = model if isinstance(model, ModelSpec) else get_model(model)
-        pipe, device = load_pipeline(spec, options or LoadOptions())
-        return cls(spec, pipe, device)
+        # loading picks the text encoder (local or remote) and says why in its notices.
+        loaded = load_model_parts(spec, options or LoadOptions())
+        engine = cls(spec, loaded.pipe, loaded.device, encoder=loaded.encoder)
+        engine.load_notices = loaded.notices
+        return engine
 
     def describe(self) -> dict[str, str]:
         """What /model-info reports: the model really loaded and its encoder."""

@@ -40,7 +40,7 @@ def decode_image_bytes(data: bytes, label: str) -> Any:
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise InvalidRequest(f"{label} is {width}x{height}; the limit is {MAX_PIXELS:,} pixels")
+                raise InvalidRequest(f"{label} is {width}x{height} pixels; the limit is {MAX_PIXELS:,}")
             _check_shape(width, height, label)
             image.load()
     except InvalidRequest:
@@ -48,7 +48,7 @@ def decode_image_bytes(data: bytes, label: str) -> Any:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidRequest(f"{label} has too many pixels; the limit is {MAX_PIXELS:,}") from None
     except Exception as error:  # unknown format, truncated data, text-chunk bombs, ...
-        raise InvalidRequest(f"{label} is not a readable PNG, JPEG or WebP image") from error
+        raise InvalidRequest(f"{label} is not a PNG, JPEG or WebP image that can be read") from error
     if image.mode != "RGB":
         image = _to_rgb(image)
     return image
@@ -93,12 +93,14 @@ def decode_base64_image(text: Any, label: str = "input_image") -> ReferenceImage
         if mime not in ("image/png", "image/jpeg", "image/jpg", "image/webp"):
             raise InvalidRequest(f"{label} must be a PNG, JPEG or WebP image (got {mime or 'no type'})")
         if not match.group("b64"):
-            raise InvalidRequest(f"{label} data URL must be base64-encoded")
+            raise InvalidRequest(f"{label} must be a base64 data URL (data:image/png;base64,...)")
         payload = payload[match.end():]
     if len(payload) > MAX_BYTES * 4 // 3 + 4:
         raise InvalidRequest(f"{label} is larger than {MAX_BYTES // 2**20} MB")
+    payload = "".join(payload.split())
+    payload += "=" * (-len(payload) % 4)  # clients often drop the padding
     try:
-        data = base64.b64decode("".join(payload.split()), validate=True)
+        data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{label} is not valid base64") from None
     return ReferenceImage("upload", decode_image_bytes(data, label))

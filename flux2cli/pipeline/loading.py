@@ -1,23 +1,82 @@
-"""Turning a registry entry into a ready diffusers pipeline.
+"""Turning a registry entry into a ready diffusers pipeline and its text encoder.
 
-Imports of torch and diffusers happen inside the functions: this module is imported by
-commands that must start fast.
+One path for every model: fetch what is needed from the hub (``snapshot_download`` with
+only the folders this run uses: no transformer weights for GGUF runs, no text encoder
+when a remote encoder answers), build the transformer (safetensors, bitsandbytes NF4, or
+GGUF), load the pipeline around it, place it (offloading), then install VAE tiling and
+``torch.compile``. Hub failures become one line naming the repo and the fix.
+
+Imports of torch, diffusers and huggingface_hub happen inside the functions: this module
+is imported by commands that must start fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import errno
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
-from flux2cli.errors import ModelLoadError, NotSupportedYet
+from flux2cli.errors import EncoderError, InvalidRequest, ModelLoadError
+from flux2cli.pipeline.memory import (
+    OFFLOAD_MODES,
+    TILING_MODES,
+    AutoTiling,
+    OffloadPlan,
+    apply_offload,
+    check_choice,
+    compile_transformer,
+    install_auto_tiling,
+    plan_offload,
+)
 from flux2cli.pipeline.registry import ModelSpec
+from flux2cli.settings import hf_hub_cache
+
+PROBE_TIMEOUT = 10.0  # seconds the load waits for a remote encoder before using the local one
+_ENCODER_PARTS = ("text_encoder", "tokenizer")
 
 
 @dataclass(frozen=True)
 class LoadOptions:
     device: str | None = None  # None: cuda, else mps, else cpu
-    local_encoder: bool = False
+    local_encoder: bool = False  # force the model's own text encoder
+    remote_encoder: str | None = None  # URL of an encoder endpoint (any model)
     compile: bool = False
+    offload: str = "auto"  # auto | none | model | sequential
+    vae_tiling: str = "auto"  # auto | on | off
+    # Called with each one-line notice while loading (the CLI prints them as they come).
+    notify: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+    def validate(self) -> LoadOptions:
+        """Refuse contradictory or unknown values before anything is loaded."""
+        if self.local_encoder and self.remote_encoder:
+            raise InvalidRequest("--local-encoder and --remote-encoder exclude each other; pick one")
+        if self.remote_encoder is not None:
+            from urllib.parse import urlparse
+
+            parsed = urlparse(self.remote_encoder)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise InvalidRequest(f"--remote-encoder takes an http(s):// URL, e.g. http://host:2223/predict "
+                                     f"(got {self.remote_encoder!r})")
+        check_choice("--offload", self.offload, OFFLOAD_MODES)
+        check_choice("--vae-tiling", self.vae_tiling, TILING_MODES)
+        return self
+
+
+@dataclass
+class LoadedModel:
+    """Everything ``Engine`` needs from a load."""
+
+    spec: ModelSpec
+    pipe: Any
+    device: str
+    encoder: Any  # a TextEncoder: LocalTextEncoder or RemoteTextEncoder
+    offload: OffloadPlan
+    tiling: AutoTiling | None
+    notices: tuple[str, ...] = ()
 
 
 def pick_device(requested: str | None = None) -> str:
@@ -34,39 +93,263 @@ def pick_device(requested: str | None = None) -> str:
 
 def load_pipeline(spec: ModelSpec, options: LoadOptions) -> tuple[Any, str]:
     """Load ``spec``'s pipeline onto a device; returns (pipeline, device)."""
-    if spec.gguf is not None:
-        raise NotSupportedYet("GGUF models (--gguf) are not supported yet; use --model dev-bnb4 or --full-model")
-    if options.compile:
-        raise NotSupportedYet("--compile is not supported yet; run without it")
+    loaded = load_model_parts(spec, options)
+    return loaded.pipe, loaded.device
+
+
+def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> LoadedModel:
+    """Load ``spec`` as ``options`` say; see the module docstring for the steps."""
+    options = (options or LoadOptions()).validate()
+    notices: list[str] = []
+
+    def notify(message: str) -> None:
+        notices.append(message)
+        if options.notify is not None:
+            options.notify(message)
 
     import torch
-    import diffusers
 
-    _quiet_library_output()
     device = pick_device(options.device)
-    pipeline_cls = getattr(diffusers, spec.pipeline_class)
     # fp32 on the CPU: bf16 matmuls there are slow and the tiny model is trained in fp32.
     dtype = torch.bfloat16 if device != "cpu" and spec.quantization != "fp32" else torch.float32
-    source = str(spec.local_dir) if spec.local_dir is not None else spec.repo
-    if spec.local_dir is not None and not (spec.local_dir / "model_index.json").is_file():
-        raise ModelLoadError(f"the embedded model folder {spec.local_dir.name!r} is missing; reinstall flux2cli")
-    try:
-        pipe = pipeline_cls.from_pretrained(source, torch_dtype=dtype)
-    except Exception as error:  # hub and file errors become one actionable line
-        raise ModelLoadError(hub_error_message(spec, error)) from error
-    if spec.quantization.startswith("bnb"):
-        # bitsandbytes weights are placed at load time; .to() on them is refused.
-        pipe.vae.to(device)
-    else:
-        pipe.to(device)
+    plan_offload(options.offload, device, spec.memory_gb, quantization=spec.quantization)  # refuse bad choices now
+
+    # The (gated) base repo first: a missing licence or token fails before a 20-60 GB GGUF download.
+    folder = _model_folder(spec, include_transformer=spec.gguf is None, include_encoder=False)
+    gguf_path = _gguf_file(spec) if spec.gguf is not None else None
+    embed_dim = _transformer_config(folder)["joint_attention_dim"]
+    encoder = _remote_encoder(spec, options, embed_dim=embed_dim, dtype=dtype, device=device, notify=notify)
+    if encoder is None:
+        folder = _model_folder(spec, include_transformer=gguf_path is None, include_encoder=True)
+    need_gb = spec.memory_gb + (spec.encoder_memory_gb if encoder is None else 0.0)
+    offload = plan_offload(options.offload, device, need_gb, quantization=spec.quantization)
+    if device not in ("cpu", "mps") and options.offload == "auto":
+        notify(f"offload: {offload.mode} ({offload.reason})")
+
+    quiet_library_output()  # the first import of diffusers/transformers: after the hub, which fails faster
+    quantized = _bnb_quantized_parts(folder, include_encoder=encoder is None)
+    pipe = _build_pipeline(spec, folder, dtype=dtype, device=device, gguf_path=gguf_path,
+                           with_encoder=encoder is None, bnb_cpu=bool(quantized) and device == "cpu")
+    if quantized and device == "cpu":
+        _disable_bnb_cpu_fast_path_where_unsupported(pipe)
+    apply_offload(pipe, offload, device, quantized_parts=quantized)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, device
+    tiling = install_auto_tiling(pipe.vae, options.vae_tiling, spec.size_scale) if pipe.vae is not None else None
+    if options.compile:
+        how = compile_transformer(pipe.transformer)
+        notify(f"--compile: the transformer's {how} compile on the first image (slow); "
+               "each new image size compiles again")
+    if encoder is None:
+        from flux2cli.pipeline.encoding import LocalTextEncoder
+
+        encoder = LocalTextEncoder(pipe)
+    return LoadedModel(spec, pipe, device, encoder, offload, tiling, tuple(notices))
 
 
-def _quiet_library_output() -> None:
+# --------------------------------------------------------------------------- sources
+
+
+def _gguf_file(spec: ModelSpec) -> Path:
+    """The GGUF file: a local path, or the registry's file fetched from (or found in) the hub cache."""
+    from flux2cli.pipeline.gguf import describe_gguf_file
+
+    source = spec.gguf
+    if source.is_local:
+        return describe_gguf_file(source.filename).path
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(source.repo, source.filename, cache_dir=hf_hub_cache(),
+                               local_files_only=_hub_offline())
+    except Exception as error:
+        raise ModelLoadError(hub_error_message(source.repo, error, filename=source.filename,
+                                               size_gb=source.size_gb)) from error
+    return describe_gguf_file(path).path
+
+
+def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder: bool) -> Path:
+    """The diffusers folder: shipped with the package, or a hub snapshot of what this run needs."""
+    if spec.local_dir is not None:
+        if not (spec.local_dir / "model_index.json").is_file():
+            raise ModelLoadError(f"the embedded model folder {spec.local_dir.name!r} is missing; reinstall flux2cli")
+        return spec.local_dir
+    patterns = ["model_index.json", "scheduler/*", "vae/*", "transformer/config.json"]
+    if include_transformer:
+        patterns.append("transformer/*")
+    if include_encoder:
+        patterns += [f"{part}/*" for part in _ENCODER_PARTS]
+    try:
+        from huggingface_hub import snapshot_download
+
+        # The environment is read now, not at import: HF_HUB_OFFLINE and HF_HUB_CACHE set
+        # after huggingface_hub was imported (a long-lived process, tests) still count.
+        folder = Path(snapshot_download(spec.repo, allow_patterns=patterns, cache_dir=hf_hub_cache(),
+                                        local_files_only=_hub_offline()))
+    except Exception as error:
+        raise ModelLoadError(hub_error_message(spec, error)) from error
+    needed = ["vae"] + (["transformer"] if include_transformer else []) + (
+        list(_ENCODER_PARTS) if include_encoder else [])
+    missing = [part for part in needed if not (folder / part).is_dir() or not any((folder / part).iterdir())]
+    if missing:  # an offline cache filled by an earlier run that needed less
+        hint = " (earlier runs used a remote encoder)" if set(missing) <= set(_ENCODER_PARTS) else ""
+        fix = "unset HF_HUB_OFFLINE to download it" if _hub_offline() else "run again to complete the download"
+        raise ModelLoadError(f"the cached copy of {spec.repo} lacks {', '.join(missing)}{hint}; {fix}")
+    return folder
+
+
+def _transformer_config(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "transformer" / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{folder} has no readable transformer/config.json") from error
+
+
+def _bnb_quantized_parts(folder: Path, *, include_encoder: bool) -> tuple[str, ...]:
+    """Components saved with a bitsandbytes ``quantization_config``."""
+    parts = []
+    for part in ("transformer", "text_encoder"):
+        if part == "text_encoder" and not include_encoder:
+            continue
+        try:
+            config = json.loads((folder / part / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        quant = config.get("quantization_config") or {}
+        if quant.get("quant_method") == "bitsandbytes" or quant.get("load_in_4bit") or quant.get("_load_in_4bit"):
+            parts.append(part)
+    return tuple(parts)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _build_pipeline(spec: ModelSpec, folder: Path, *, dtype: Any, device: str, gguf_path: Path | None,
+                    with_encoder: bool, bnb_cpu: bool) -> Any:
+    import diffusers
+
+    pipeline_cls = getattr(diffusers, spec.pipeline_class)
+    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    if gguf_path is not None:
+        from flux2cli.pipeline.gguf import load_gguf_transformer
+
+        kwargs["transformer"] = load_gguf_transformer(gguf_path, folder, dtype)
+    if not with_encoder:
+        kwargs.update(text_encoder=None, tokenizer=None)
+    plain_tokenizer = None
+    if with_encoder and _needs_torchvision_free_tokenizer(folder):
+        plain_tokenizer = _plain_tokenizer(spec, folder)
+        kwargs["tokenizer"] = None  # set after loading: diffusers checks a passed one against the index
+    if bnb_cpu:
+        # Pre-quantized bitsandbytes weights are placed while loading: on a CPU-only
+        # machine they must be told so, or accelerate asks for CUDA.
+        kwargs["device_map"] = "cpu"
+    try:
+        with _bitsandbytes_on_cpu() if bnb_cpu else _nothing():
+            pipe = pipeline_cls.from_pretrained(str(folder), **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as error:
+        raise ModelLoadError(hub_error_message(spec, error)) from error
+    if plain_tokenizer is not None:
+        pipe.register_modules(tokenizer=plain_tokenizer)
+    return pipe
+
+
+def _needs_torchvision_free_tokenizer(folder: Path) -> bool:
+    """[dev]'s tokenizer is a ``PixtralProcessor``, which transformers builds only with
+    torchvision; the pipeline uses nothing of it but its tokenizer and chat template."""
+    import importlib.util
+
+    try:
+        entry = json.loads((folder / "model_index.json").read_text()).get("tokenizer") or []
+    except (OSError, ValueError):
+        return False
+    return "PixtralProcessor" in entry and importlib.util.find_spec("torchvision") is None
+
+
+def _plain_tokenizer(spec: ModelSpec, folder: Path) -> Any:
+    """The processor's tokenizer and chat template, loaded without torchvision."""
+    from transformers import AutoTokenizer
+
+    where = folder / "tokenizer"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(where))
+    except Exception as error:
+        raise ModelLoadError(f"the local text encoder of {spec.repo} needs torchvision for its tokenizer "
+                             "(PixtralProcessor); install the torchvision build matching your torch, "
+                             "or use a remote encoder") from error
+    if not getattr(tokenizer, "chat_template", None):
+        for name in ("chat_template.jinja", "chat_template.json"):
+            path = where / name
+            if path.is_file():
+                text = path.read_text()
+                tokenizer.chat_template = json.loads(text)["chat_template"] if name.endswith(".json") else text
+                break
+    return tokenizer
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def _bitsandbytes_on_cpu() -> Iterator[None]:
+    """Let diffusers load bitsandbytes 4-bit weights on a machine without a GPU.
+
+    bitsandbytes has a CPU backend (0.46+) and transformers accepts it, but diffusers'
+    4-bit quantizer still refuses with "No GPU found". The check is relaxed only for the
+    duration of this load; everything else it verifies is checked as before.
+    """
+    from diffusers.quantizers.bitsandbytes.bnb_quantizer import BnB4BitDiffusersQuantizer
+
+    original = BnB4BitDiffusersQuantizer.validate_environment
+
+    def validate_environment(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except RuntimeError as error:
+            if "No GPU found" not in str(error):
+                raise
+            return None
+
+    BnB4BitDiffusersQuantizer.validate_environment = validate_environment
+    try:
+        yield
+    finally:
+        BnB4BitDiffusersQuantizer.validate_environment = original
+
+
+def _disable_bnb_cpu_fast_path_where_unsupported(pipe: Any) -> int:
+    """bitsandbytes' CPU fast path (AVX512-BF16 packing) needs out_features % 32 == 0 and
+    in_features % blocksize == 0; other layers crash in it ("shape '[32, 0]' is invalid"),
+    so they take the generic path. Returns how many layers were switched."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    switched = 0
+    for name in ("transformer", "text_encoder"):
+        component = getattr(pipe, name, None)
+        if component is None:
+            continue
+        for module in component.modules():
+            if isinstance(module, Linear4bit):
+                blocksize = getattr(module.weight, "blocksize", 64) or 64
+                if module.in_features % blocksize or module.out_features % 32:
+                    module.support_avx512bf16_for_cpu = False
+                    switched += 1
+    return switched
+
+
+def quiet_library_output() -> None:
     """Hide per-component loading bars and deprecation chatter; hub download bars stay."""
+    import logging
     import warnings
 
+    # bitsandbytes warns on import, on CPUs with AVX512-BF16, that an optional kernel
+    # package is missing; the warning would break the CLI's one-line errors.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -77,21 +360,123 @@ def _quiet_library_output() -> None:
     warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
 
 
-def hub_error_message(spec: ModelSpec, error: Exception) -> str:
+# --------------------------------------------------------------------------- text encoder
+
+
+def _remote_encoder(spec: ModelSpec, options: LoadOptions, *, embed_dim: int, dtype: Any, device: str,
+                    notify: Callable[[str], None]) -> Any | None:
+    """A reachable remote encoder, or None for the local one (with a one-line notice why).
+
+    ``--remote-encoder URL`` works for any model. Without it, [dev] models try
+    ``FLUX2_ENCODER_URL`` or the public endpoint; other models encode locally.
+    """
+    from flux2cli.pipeline.remote_encoder import (
+        NO_RETRY,
+        PUBLIC_DEV_ENCODER_URL,
+        RemoteTextEncoder,
+        is_huggingface_url,
+        token_for,
+    )
+
+    if options.local_encoder:
+        return None
+    url = options.remote_encoder
+    if url is None:
+        if not spec.remote_encoder_capable:
+            return None
+        url = os.environ.get("FLUX2_ENCODER_URL") or PUBLIC_DEV_ENCODER_URL
+    token = token_for(url)
+    if is_huggingface_url(url):
+        if _hub_offline():
+            notify("HF_HUB_OFFLINE is set: prompts are encoded by the local text encoder")
+            return None
+        if token is None:
+            notify("no Hugging Face token for the remote text encoder (`hf auth login`): "
+                   "prompts are encoded by the local text encoder")
+            return None
+    try:
+        encoder = RemoteTextEncoder(url, embed_dim=embed_dim, dtype=dtype, device=device, token=token)
+        encoder.fetch("", spec.max_sequence_length, retry=NO_RETRY, timeout=PROBE_TIMEOUT)
+    except EncoderError as error:
+        reason = str(error).replace("; try later or use --local-encoder", "")
+        notify(f"{reason}: prompts are encoded by the local text encoder")
+        return None
+    return encoder
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def hub_error_message(spec: ModelSpec | str, error: BaseException, *, filename: str | None = None,
+                      size_gb: float | None = None) -> str:
     """One line naming the repo and the fix, for the usual hub failures."""
+    if isinstance(spec, ModelSpec):
+        repo = spec.repo or str(spec.local_dir)
+    else:
+        repo = spec
     name = type(error).__name__
-    repo = spec.repo or str(spec.local_dir)
+    names = {cls.__name__ for cls in type(error).__mro__}
     text = str(error)
-    if name == "GatedRepoError" or "gated" in text.lower():
-        return (f"{repo} is gated: accept its licence at https://huggingface.co/{repo} "
-                "and log in with `hf auth login` (or set HF_TOKEN)")
-    if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
+    lowered = text.lower()
+    page = f"https://huggingface.co/{repo}"
+    if _is_disk_full(error):
+        need = f" (~{size_gb:g} GB)" if size_gb else ""
+        return (f"not enough disk space to download {repo}{need}; free space, or point HF_HUB_CACHE "
+                "(or HF_HOME) at a larger disk")
+    if "GatedRepoError" in names or "gated" in lowered:
+        if _no_token():
+            return (f"{repo} is gated: accept its licence at {page}, then log in with `hf auth login` "
+                    "(or set HF_TOKEN)")
+        return f"{repo} is gated and your token has no access yet: accept its licence at {page}"
+    if "RepositoryNotFoundError" in names:
         return f"{repo} was not found on the Hugging Face hub, or your token cannot see it (`hf auth login`)"
-    if "401" in text or "token" in text.lower() and "invalid" in text.lower():
+    if "RevisionNotFoundError" in names:
+        return f"{repo} has no such revision on the Hugging Face hub"
+    if _status(error) == 401 or ("401" in text and "token" in lowered):
         return f"your Hugging Face token was refused for {repo}; run `hf auth login` or set HF_TOKEN"
-    if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") or "offline" in text.lower():
-        return (f"{repo} is not in the local cache and the hub cannot be reached "
-                "(HF_HUB_OFFLINE is set or there is no network); download it once while online")
-    if isinstance(error, OSError) and getattr(error, "errno", None) == 28:
-        return f"not enough disk space to download {repo}; free space or set HF_HOME to a larger disk"
+    if filename and ("RemoteEntryNotFoundError" in names
+                     or ("EntryNotFoundError" in names and "LocalEntryNotFoundError" not in names)):
+        return (f"{filename} is not in {repo} (renamed or removed?); pass a downloaded file with "
+                "--gguf PATH.gguf, or another quant")
+    if "LocalEntryNotFoundError" in names or "OfflineModeIsEnabled" in names or "offline" in lowered \
+            or "outgoing traffic has been disabled" in lowered:
+        what = f"{filename} from {repo}" if filename else repo
+        if _hub_offline():
+            return (f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                    "unset HF_HUB_OFFLINE to download it")
+        return (f"{what} is not in the local Hugging Face cache and the hub cannot be reached; "
+                "check the network, or download it once while online")
+    if any(n in names for n in ("ConnectError", "ConnectionError", "TimeoutException")):
+        return f"the Hugging Face hub cannot be reached to download {repo}; check the network"
+    if isinstance(error, ImportError) and "torchvision" in lowered:
+        return (f"the local text encoder of {repo} needs torchvision (its PixtralProcessor); "
+                "install the torchvision matching your torch, or use a remote encoder")
     return f"could not load {repo}: {name}; run with FLUX2_DEBUG=1 for details"
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and (error.errno == errno.ENOSPC or "No space left" in str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _no_token() -> bool:
+    try:
+        from huggingface_hub import get_token
+
+        return get_token() is None
+    except Exception:  # noqa: BLE001
+        return not os.environ.get("HF_TOKEN")

@@ -22,10 +22,15 @@ SIZE_MULTIPLIERS: dict[str, int] = {"1mp": 1, "2mp": 2, "4mp": 4}
 
 @dataclass(frozen=True)
 class GGUFSource:
-    """Where a GGUF transformer file lives on the hub."""
+    """Where a GGUF transformer file lives: a file in a hub repo, or (repo None) a local path."""
 
-    repo: str
+    repo: str | None
     filename: str
+    size_gb: float | None = None  # download size, for messages and `flux2 info`
+
+    @property
+    def is_local(self) -> bool:
+        return self.repo is None
 
 
 @dataclass(frozen=True)
@@ -43,13 +48,15 @@ class ModelSpec:
     text_encoder_out_layers: tuple[int, ...]
     license: str
     gated: bool
-    memory_gb: float  # rough peak accelerator memory at 1 MP without offloading
+    memory_gb: float  # rough peak accelerator memory at 1 MP without offloading (remote encoder for [dev])
     description: str
     aliases: tuple[str, ...] = ()
     local_dir: Path | None = None  # a folder shipped with the package
     gguf: GGUFSource | None = None
     size_scale: float = 1.0  # native resolution relative to the spec's 1 MP table
     remote_encoder_capable: bool = False  # [dev] can use the remote text encoder
+    encoder_memory_gb: float = 0.0  # what a local text encoder adds to memory_gb ([dev] only)
+    download_gb: float | None = None  # rough size of what a run downloads (local encoder included)
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -71,16 +78,17 @@ def _round16(value: float) -> int:
 _DEV_LAYERS = (10, 20, 30)
 _KLEIN_LAYERS = (9, 18, 27)
 _DEV_LICENSE = "FLUX [dev] Non-Commercial License"
+GGUF_REPO = "city96/FLUX.2-dev-gguf"
 
 
-def _dev_gguf(quant: str, filename: str, memory_gb: float) -> ModelSpec:
+def _dev_gguf(quant: str, filename: str, size_gb: float, memory_gb: float) -> ModelSpec:
     return ModelSpec(
         name=f"dev-gguf-{quant}",
         display_name=f"FLUX.2-dev GGUF {quant.upper()}",
         family="dev",
         pipeline_class="Flux2Pipeline",
         repo="black-forest-labs/FLUX.2-dev",
-        gguf=GGUFSource("city96/FLUX.2-dev-gguf", filename),
+        gguf=GGUFSource(GGUF_REPO, filename, size_gb),
         quantization=f"gguf-{quant}",
         default_steps=25,
         step_range=(10, 50),
@@ -92,6 +100,8 @@ def _dev_gguf(quant: str, filename: str, memory_gb: float) -> ModelSpec:
         memory_gb=memory_gb,
         description=f"FLUX.2 [dev] 32B, transformer from a GGUF {quant.upper()} file",
         remote_encoder_capable=True,
+        encoder_memory_gb=48.0,  # the dev repo's bf16 Mistral Small 3.1 24B
+        download_gb=float(round(size_gb + 48.5)),
     )
 
 
@@ -110,10 +120,12 @@ MODELS: tuple[ModelSpec, ...] = (
         text_encoder_out_layers=_DEV_LAYERS,
         license=_DEV_LICENSE,
         gated=True,
-        memory_gb=20.0,
+        memory_gb=18.0,
         description="FLUX.2 [dev] 32B, NF4 transformer and text encoder (bitsandbytes)",
         aliases=("dev-4bit", "bnb4"),
         remote_encoder_capable=True,
+        encoder_memory_gb=14.0,
+        download_gb=33.0,
     ),
     ModelSpec(
         name="dev",
@@ -129,14 +141,17 @@ MODELS: tuple[ModelSpec, ...] = (
         text_encoder_out_layers=_DEV_LAYERS,
         license=_DEV_LICENSE,
         gated=True,
-        memory_gb=80.0,
+        memory_gb=70.0,
         description="FLUX.2 [dev] 32B in bf16",
         aliases=("dev-full", "full"),
         remote_encoder_capable=True,
+        encoder_memory_gb=48.0,
+        download_gb=113.0,
     ),
-    _dev_gguf("bf16", "flux2-dev-BF16.gguf", 80.0),
-    _dev_gguf("q8", "flux2-dev-Q8_0.gguf", 45.0),
-    _dev_gguf("q4", "flux2-dev-Q4_0.gguf", 30.0),
+    # File names and sizes as published in city96/FLUX.2-dev-gguf (see docs/models.md).
+    _dev_gguf("bf16", "flux2-dev-BF16.gguf", 64.4, 70.0),
+    _dev_gguf("q8", "flux2-dev-Q8_0.gguf", 34.5, 40.0),
+    _dev_gguf("q4", "flux2-dev-Q4_K_S.gguf", 19.3, 25.0),
     ModelSpec(
         name="klein-4b",
         display_name="FLUX.2-klein-4B",
@@ -152,6 +167,7 @@ MODELS: tuple[ModelSpec, ...] = (
         license="Apache-2.0",
         gated=False,
         memory_gb=13.0,
+        download_gb=16.0,
         description="FLUX.2 [klein] 4B, step-distilled (4 steps), Qwen3 4B text encoder",
         aliases=("klein", "klein4b"),
     ),
@@ -170,6 +186,7 @@ MODELS: tuple[ModelSpec, ...] = (
         license="FLUX Non-Commercial License",
         gated=True,
         memory_gb=29.0,
+        download_gb=35.0,
         description="FLUX.2 [klein] 9B, step-distilled (4 steps), Qwen3 8B text encoder",
         aliases=("klein9b",),
     ),
@@ -225,12 +242,48 @@ def resolve_model(
 
     The shorthands (``--full-model``, ``--gguf q8``) name [dev] variants; naming them
     together with a different ``--model`` is a contradiction we refuse rather than guess.
+    ``--gguf PATH.gguf`` takes the transformer from a local file: the rest of the pipeline
+    comes from ``--model`` (any model with a diffusers folder) or, by default, FLUX.2 [dev].
     """
     if full_model and gguf:
         raise UnknownModel("--full-model and --gguf exclude each other; pick one")
+    if gguf and _is_gguf_path(gguf):
+        return gguf_file_spec(gguf, get_model(model) if model else None)
     if gguf and gguf.lower() not in GGUF_QUANTS:
-        raise UnknownModel(f"--gguf takes one of {', '.join(GGUF_QUANTS)} (got {gguf!r})")
+        raise UnknownModel(f"--gguf takes one of {', '.join(GGUF_QUANTS)} or a .gguf file (got {gguf!r})")
     shorthand = "dev" if full_model else (f"dev-gguf-{gguf.lower()}" if gguf else None)
     if shorthand and model and get_model(model).name != shorthand:
         raise UnknownModel(f"--model {model} contradicts the shorthand for {shorthand}; pick one")
     return get_model(shorthand or model or default_model_name())
+
+
+def _is_gguf_path(value: str) -> bool:
+    from flux2cli.pipeline.gguf import looks_like_path
+
+    return looks_like_path(value)
+
+
+def gguf_file_spec(path: str | os.PathLike[str], base: ModelSpec | None = None) -> ModelSpec:
+    """The entry for a local GGUF transformer file on top of ``base``'s pipeline.
+
+    The file's tensor table is read (not its weights) to name the model by what it holds:
+    ``FLUX.2-dev GGUF Q8`` for a Q8_0 file. [dev] files take the registry name of the
+    nearest published quant (``dev-gguf-q8``), so defaults and metadata stay those of a
+    registry entry.
+    """
+    from dataclasses import replace
+
+    from flux2cli.pipeline.gguf import describe_gguf_file
+
+    info = describe_gguf_file(path)
+    base = base or get_model("dev")
+    if base.gguf is not None:  # a dev-gguf-* entry: its pipeline comes from the dev repo too
+        base = get_model("dev")
+    source = GGUFSource(None, str(info.path), round(info.path.stat().st_size / 1024**3, 2))
+    if base.family == "dev":
+        template = get_model(f"dev-gguf-{info.registry_quant}")
+        return replace(template, display_name=f"FLUX.2-dev GGUF {info.label}", gguf=source,
+                       description=f"FLUX.2 [dev], transformer from {info.path.name} ({info.quant_type})")
+    return replace(base, display_name=f"{base.display_name} GGUF {info.label}", gguf=source,
+                   quantization=f"gguf-{info.label.lower()}",
+                   description=f"{base.description}; transformer from {info.path.name} ({info.quant_type})")

@@ -1,0 +1,140 @@
+"""A self-hosted text encoder: the [dev] remote-encoder protocol, served by aiohttp.
+
+``POST /predict`` with ``{"prompt": "..."}`` answers the prompt embeddings as safetensors
+bytes (one tensor, ``prompt_embeds``, shape ``(1, max_sequence_length, dim)``): exactly
+what ``RemoteTextEncoder`` (``--remote-encoder URL``) reads. One machine with the memory
+for the text encoder can so encode for others that load their pipelines without one.
+
+``GET /health`` says which model's encoder answers. With ``api_key`` set, ``/predict``
+needs ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (clients send
+``FLUX2_ENCODER_TOKEN``). Errors are ``{"success": false, "error": "..."}``.
+
+``make_encoder_app(engine)`` serves an engine's (cached) encoder; ``make_encoder_app(encoder,
+spec=spec)`` serves any ``TextEncoder``. Wiring it to ``flux2 serve --encoder-only`` is the
+serve command's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from aiohttp import web
+
+from flux2cli.errors import Flux2Error
+from flux2cli.pipeline.encoding import CachedEncoder, EmbeddingKey
+from flux2cli.pipeline.registry import ModelSpec
+
+MAX_PROMPT_CHARS = 4000
+MAX_BODY_BYTES = 64 * 1024
+SAFETENSORS_TYPE = "application/octet-stream"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncoderService:
+    spec: ModelSpec
+    encoder_name: str
+    encode: Callable[[str], Any]  # prompt -> tensor (1, L, D)
+    api_key: str | None
+    max_prompt_chars: int
+    lock: asyncio.Lock | None = None
+
+
+SERVICE = web.AppKey("flux2_encoder_service", EncoderService)
+
+
+def make_encoder_app(source: Any, *, spec: ModelSpec | None = None, api_key: str | None = None,
+                     max_prompt_chars: int = MAX_PROMPT_CHARS) -> web.Application:
+    """An aiohttp app serving ``source``'s text encoder (an ``Engine`` or a ``TextEncoder``)."""
+    if hasattr(source, "embedding_key") and hasattr(source, "spec"):  # an Engine
+        engine = source
+        spec = engine.spec
+        cached: CachedEncoder = engine.encoder
+        encoder_name = cached.encoder.name
+
+        def encode(prompt: str) -> Any:
+            return cached.encode(engine.embedding_key(prompt))[0]
+    else:
+        if spec is None:
+            raise TypeError("make_encoder_app(encoder) needs spec= to know the model's sequence length and layers")
+        cached = source if isinstance(source, CachedEncoder) else CachedEncoder(source)
+        encoder_name = getattr(cached.encoder, "name", "local encoder")
+
+        def encode(prompt: str) -> Any:
+            key = EmbeddingKey(spec.name, prompt, spec.max_sequence_length, spec.text_encoder_out_layers)
+            return cached.encode(key)[0]
+
+    if encoder_name == "remote encoder":
+        raise TypeError("this engine encodes remotely itself; serve a local encoder (--local-encoder)")
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SERVICE] = EncoderService(spec, encoder_name, encode, api_key or None, max_prompt_chars)
+    app.cleanup_ctx.append(_lock_context)
+    app.router.add_post("/predict", predict)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def _lock_context(app: web.Application):
+    app[SERVICE].lock = asyncio.Lock()  # one encode at a time; created on the app's loop
+    yield
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"success": False, "error": message}, status=status)
+
+
+def _authorized(request: web.Request, api_key: str | None) -> bool:
+    if api_key is None:
+        return True
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
+    return hmac.compare_digest(given.encode(), api_key.encode())
+
+
+async def health(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return web.json_response({
+        "success": True,
+        "model": service.spec.display_name,
+        "encoder": service.encoder_name,
+        "max_sequence_length": service.spec.max_sequence_length,
+        "format": "safetensors",
+    })
+
+
+async def predict(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    if not _authorized(request, service.api_key):
+        return _error(401, "missing or wrong API key: send Authorization: Bearer KEY")
+    try:
+        body = await request.json(loads=json.loads)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, 'send JSON: {"prompt": "..."}')
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if not isinstance(prompt, str):
+        return _error(400, 'missing "prompt" (a string)')
+    if len(prompt) > service.max_prompt_chars:
+        return _error(400, f"prompt over {service.max_prompt_chars} characters")
+    try:
+        async with service.lock:
+            tensor = await asyncio.to_thread(service.encode, prompt)
+    except Flux2Error as error:
+        return _error(error.http_status, str(error))
+    except Exception:  # noqa: BLE001 - never a traceback to the client
+        log.exception("encoding failed")
+        return _error(500, "encoding failed; see the server log")
+    return web.Response(body=await asyncio.to_thread(_to_safetensors, tensor), content_type=SAFETENSORS_TYPE,
+                        headers={"X-Flux2-Model": service.spec.name})
+
+
+def _to_safetensors(tensor: Any) -> bytes:
+    from safetensors.torch import save
+
+    return save({"prompt_embeds": tensor.detach().to("cpu").contiguous()})

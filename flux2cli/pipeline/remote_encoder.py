@@ -1,0 +1,275 @@
+"""A text encoder behind HTTP: ``POST {"prompt": "..."}`` -> tensor bytes.
+
+This is the protocol of the public FLUX.2 [dev] endpoint
+(``https://remote-text-encoder-flux-2.huggingface.co/predict``, answering ``torch.save``
+bytes) and of ``flux2cli.pipeline.encoder_server`` (answering safetensors). Answers are
+untrusted input:
+
+* safetensors are parsed as such; a torch file is read with ``weights_only=True`` (tensors
+  and plain containers only) — nothing is ever unpickled;
+* the body is capped in size and the request times out;
+* 503 (busy, starting, paused) is retried with back-off, honouring ``Retry-After``;
+* the tensor's dtype, shape and finiteness are checked before the pipeline sees it.
+
+Tokens: the Hugging Face token goes only to Hugging Face hosts. Any other endpoint gets
+``FLUX2_ENCODER_TOKEN`` (the ``--api-key`` of a self-hosted encoder), so pointing
+``--remote-encoder`` at a third party never leaks the user's hub credentials.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from flux2cli.errors import EncoderError
+from flux2cli.pipeline.encoding import EmbeddingKey
+
+PUBLIC_DEV_ENCODER_URL = "https://remote-text-encoder-flux-2.huggingface.co/predict"
+_HF_HOST_SUFFIXES = (".huggingface.co", ".hf.space")
+_FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+_ZIP_MAGIC = b"PK\x03\x04"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4  # requests in all, for 503 answers and dropped connections
+    backoff: float = 1.0  # seconds before the second attempt; doubles after each
+    max_wait: float = 10.0  # cap on one wait, Retry-After included
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def token_for(url: str) -> str | None:
+    """The bearer token to send to ``url`` (see the module docstring)."""
+    host = (urlparse(url).hostname or "").lower()
+    if host == "huggingface.co" or host.endswith(_HF_HOST_SUFFIXES):
+        try:
+            from huggingface_hub import get_token
+
+            return get_token()
+        except Exception:  # noqa: BLE001 - no token is a normal state
+            return os.environ.get("HF_TOKEN")
+    return os.environ.get("FLUX2_ENCODER_TOKEN") or None
+
+
+def is_huggingface_url(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    return host == "huggingface.co" or host.endswith(_HF_HOST_SUFFIXES)
+
+
+class RemoteTextEncoder:
+    """Encodes prompts by asking an HTTP endpoint; see the module docstring."""
+
+    name = "remote encoder"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        embed_dim: int,
+        dtype: Any = None,
+        device: Any = "cpu",
+        token: str | None = None,
+        timeout: float = 60.0,
+        max_bytes: int | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise EncoderError(f"the remote encoder URL must be http(s)://host/...; got {url!r}")
+        self.url = url
+        self.embed_dim = embed_dim
+        self.dtype = dtype
+        self.device = device
+        self.token = token
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.retry = retry
+
+    # -- the TextEncoder protocol ------------------------------------------------------
+
+    def encode(self, key: EmbeddingKey) -> Any:
+        return self.fetch(key.prompt, key.max_sequence_length, retry=self.retry)
+
+    # -- details -------------------------------------------------------------------------
+
+    def expected_bytes_cap(self, sequence_length: int) -> int:
+        """Twice an fp32 answer of the expected shape, plus room for headers."""
+        if self.max_bytes is not None:
+            return self.max_bytes
+        return 2 * sequence_length * self.embed_dim * 4 + 64 * 1024
+
+    def fetch(self, prompt: str, sequence_length: int, *, retry: RetryPolicy | None = None,
+              timeout: float | None = None) -> Any:
+        body = self._post(prompt, self.expected_bytes_cap(sequence_length), retry or self.retry,
+                          timeout or self.timeout)
+        tensor = decode_embeddings(body, where=self._where)
+        tensor = check_embeddings(tensor, sequence_length, self.embed_dim, where=self._where)
+        return tensor.to(device=self.device, dtype=self.dtype or tensor.dtype)
+
+    @property
+    def _where(self) -> str:
+        parsed = urlparse(self.url)
+        return f"the remote encoder at {parsed.scheme}://{parsed.netloc}"
+
+    def _post(self, prompt: str, cap: int, retry: RetryPolicy, timeout: float) -> bytes:
+        payload = json.dumps({"prompt": prompt}).encode()
+        headers = {"Content-Type": "application/json",
+                   "Accept": "application/octet-stream, application/x-safetensors, */*"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        wait = retry.backoff
+        for attempt in range(1, retry.attempts + 1):
+            request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
+                    return _read_capped(response, cap, timeout, self._where)
+            except urllib.error.HTTPError as error:
+                if error.code == 503 and attempt < retry.attempts:
+                    time.sleep(_retry_after(error, wait, retry.max_wait))
+                    wait = min(wait * 2, retry.max_wait)
+                    continue
+                raise EncoderError(_http_error_message(error, self._where, self.token)) from None
+            except TimeoutError as error:  # socket.timeout is TimeoutError since Python 3.10
+                raise EncoderError(f"{self._where} did not answer within {timeout:g} s") from error
+            except urllib.error.URLError as error:
+                reason = getattr(error, "reason", error)
+                if isinstance(reason, TimeoutError):
+                    raise EncoderError(f"{self._where} did not answer within {timeout:g} s") from error
+                if attempt < retry.attempts and isinstance(reason, ConnectionResetError):
+                    time.sleep(wait)
+                    wait = min(wait * 2, retry.max_wait)
+                    continue
+                raise EncoderError(f"{self._where} cannot be reached ({reason})") from error
+            except (ConnectionError, OSError) as error:
+                raise EncoderError(f"{self._where} failed ({type(error).__name__})") from error
+        raise EncoderError(f"{self._where} kept answering 503 (busy or paused)")  # pragma: no cover
+
+
+def _retry_after(error: urllib.error.HTTPError, default: float, cap: float) -> float:
+    value = error.headers.get("Retry-After") if error.headers else None
+    try:
+        return max(0.0, min(float(value), cap)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _http_error_message(error: urllib.error.HTTPError, where: str, token: str | None) -> str:
+    detail = ""
+    try:
+        text = error.read(2048).decode("utf-8", "replace")
+        try:
+            parsed = json.loads(text)
+            text = str(parsed.get("error") or parsed.get("detail") or parsed) if isinstance(parsed, dict) else text
+        except ValueError:
+            pass
+        detail = " ".join(text.split())[:160]
+    except Exception:  # noqa: BLE001 - the status is enough
+        pass
+    if error.code in (401, 403):
+        fix = ("log in with `hf auth login` or set HF_TOKEN" if token is None
+               else "check the token (HF_TOKEN, or FLUX2_ENCODER_TOKEN for a self-hosted encoder)")
+        return f"{where} refused the request ({error.code}); {fix}"
+    if error.code == 503:
+        return f"{where} is unavailable (503{': ' + detail if detail else ''}); try later or use --local-encoder"
+    return f"{where} answered {error.code}{': ' + detail if detail else ''}"
+
+
+def _read_capped(response: Any, cap: int, timeout: float, where: str) -> bytes:
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > cap:
+        raise EncoderError(f"{where} sent {int(length)} bytes, more than the {cap}-byte limit for embeddings")
+    deadline = time.monotonic() + timeout
+    chunks, total = [], 0
+    while True:
+        chunk = response.read(min(1 << 20, cap + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > cap:
+            raise EncoderError(f"{where} sent more than the {cap}-byte limit for embeddings")
+        if time.monotonic() > deadline:
+            raise EncoderError(f"{where} did not finish answering within {timeout:g} s")
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def decode_embeddings(body: bytes, *, where: str = "the remote encoder") -> Any:
+    """Tensor from safetensors bytes or a torch file (``weights_only=True``); never pickle."""
+    import torch
+
+    if not body:
+        raise EncoderError(f"{where} sent an empty answer")
+    if body.startswith(_ZIP_MAGIC):
+        # torch.save's zip format; the restricted unpickler allows tensors and containers only.
+        try:
+            loaded = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any refusal means "not plain tensors"
+            raise EncoderError(f"{where} sent a torch file that is not plain tensors "
+                               f"({type(error).__name__}); refusing to load it") from error
+        return _pick_tensor(loaded, where)
+    if _looks_like_safetensors(body):
+        from safetensors.torch import load as load_safetensors
+
+        try:
+            loaded = load_safetensors(body)
+        except Exception as error:  # noqa: BLE001
+            raise EncoderError(f"{where} sent invalid safetensors ({type(error).__name__})") from error
+        return _pick_tensor(loaded, where)
+    raise EncoderError(f"{where} sent neither safetensors nor a torch tensor file; refusing to load it")
+
+
+def _looks_like_safetensors(body: bytes) -> bool:
+    if len(body) < 10:
+        return False
+    (header_len,) = struct.unpack("<Q", body[:8])
+    return 2 <= header_len <= min(_MAX_HEADER, len(body) - 8) and body[8:9] == b"{"
+
+
+def _pick_tensor(loaded: Any, where: str) -> Any:
+    import torch
+
+    if isinstance(loaded, torch.Tensor):
+        return loaded
+    if isinstance(loaded, dict):
+        if isinstance(loaded.get("prompt_embeds"), torch.Tensor):
+            return loaded["prompt_embeds"]
+        tensors = [value for value in loaded.values() if isinstance(value, torch.Tensor)]
+    elif isinstance(loaded, (list, tuple)):
+        tensors = [value for value in loaded if isinstance(value, torch.Tensor)]
+    else:
+        tensors = []
+    if len(tensors) == 1:
+        return tensors[0]
+    raise EncoderError(f"{where} sent {type(loaded).__name__} without exactly one embeddings tensor")
+
+
+def check_embeddings(tensor: Any, sequence_length: int, embed_dim: int, *,
+                     where: str = "the remote encoder") -> Any:
+    """Shape (1, sequence_length, embed_dim) (or without the batch axis), float, finite."""
+    import torch
+
+    if str(tensor.dtype).removeprefix("torch.") not in _FLOAT_DTYPES:
+        raise EncoderError(f"{where} sent {tensor.dtype} embeddings; expected a float tensor")
+    if tensor.ndim == 2:
+        tensor = tensor.unsqueeze(0)
+    expected = (1, sequence_length, embed_dim)
+    if tuple(tensor.shape) != expected:
+        raise EncoderError(f"{where} sent embeddings of shape {tuple(tensor.shape)}; this model needs "
+                           f"{expected} (is the encoder serving another model?)")
+    if not bool(torch.isfinite(tensor).all()):
+        raise EncoderError(f"{where} sent embeddings with NaN or infinite values")
+    return tensor.contiguous()
