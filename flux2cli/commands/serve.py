@@ -1,10 +1,71 @@
-"""`flux2 serve`: the web UI and REST API (arrives with its own issue)."""
+"""`flux2 serve`: the spec's REST API and the web UI, on 127.0.0.1:2222 by default."""
 
 from __future__ import annotations
 
-from flux2cli.errors import NotSupportedYet
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from flux2cli.commands import options as opt
+from flux2cli.commands.console import notice, stderr
+from flux2cli.pipeline.registry import resolve_model
 
 
-def serve() -> None:
-    """Web UI and REST API on port 2222 (not yet)."""
-    raise NotSupportedYet("`flux2 serve` is not available yet; use `flux2 generate` for now")
+def serve(
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to bind; anything but loopback exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0 picks a free one).")] = 2222,
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", envvar="FLUX2_API_KEY", show_default=False,
+        help="Require this key (Authorization: Bearer KEY or X-API-Key) on every route but the UI page.")] = None,
+    queue_size: Annotated[int, typer.Option(
+        "--queue-size", min=1, max=1000, help="Jobs that may wait behind the running one.")] = 8,
+    model: opt.ModelOpt = None,
+    output_dir: opt.OutputDirOpt = opt.DEFAULT_OUTPUT,
+    full_model: opt.FullModelOpt = False,
+    gguf: opt.GGUFOpt = None,
+    local_encoder: opt.LocalEncoderOpt = False,
+    remote_encoder: opt.RemoteEncoderOpt = None,
+    compile: opt.CompileOpt = False,
+    offload: opt.OffloadOpt = "auto",
+    vae_tiling: opt.VaeTilingOpt = "auto",
+) -> None:
+    """Serve the REST API and the web UI until Ctrl-C (SIGINT) or SIGTERM."""
+    from flux2cli.server.app import check_can_listen, run_server
+    from flux2cli.server.config import ServerConfig
+
+    spec = resolve_model(model, full_model=full_model, gguf=gguf)
+    config = ServerConfig(host=host, port=port, api_key=api_key or None, output_dir=output_dir,
+                          queue_size=queue_size)
+    check_can_listen(host, port)
+    warning = config.exposure_warning()
+    if warning:
+        stderr.print(f"[bold yellow]warning:[/] {warning}", markup=True)
+    _log_to_stderr()
+
+    from flux2cli.pipeline.engine import Engine
+    from flux2cli.pipeline.loading import LoadOptions
+
+    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
+    with stderr.status(f"loading {spec.display_name}…"):
+        engine = Engine.load(spec, options)
+
+    def ready(url: str) -> None:
+        typer.echo(f"flux2 serve: {engine.describe()['description']} on {url}  (Ctrl-C stops)", err=False)
+        import sys
+
+        sys.stdout.flush()
+
+    run_server(engine, config, on_ready=ready)
+    stderr.print("stopped")
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("flux2cli.server")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

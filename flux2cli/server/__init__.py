@@ -6,6 +6,7 @@ until SIGINT/SIGTERM. Nothing here imports torch: the engine is built by the cal
 
 from __future__ import annotations
 
-from flux2cli.server.app import ServerConfig, init_app, make_runner, run_server
+from flux2cli.server.app import init_app, make_runner, run_server
+from flux2cli.server.config import ServerConfig
 
 __all__ = ["ServerConfig", "init_app", "make_runner", "run_server"]

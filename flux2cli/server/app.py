@@ -1,0 +1,126 @@
+"""The application factory, the runner and the serve-until-signalled loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+from aiohttp import web
+
+from flux2cli.errors import Flux2Error
+from flux2cli.pipeline.output import clean_stale_temp_files
+from flux2cli.server.config import ServerConfig
+from flux2cli.server.routes import setup_routes
+from flux2cli.server.security import MIDDLEWARES, add_security_headers
+from flux2cli.server.state import CONFIG, ENGINE, WORKER
+from flux2cli.server.worker import GenerationEngine, GenerationWorker
+
+log = logging.getLogger("flux2cli.server")
+
+SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish once a signal arrives
+
+
+def init_app(engine: GenerationEngine, config: ServerConfig) -> web.Application:
+    """Build the application around an already loaded engine."""
+    config = replace(config, output_dir=Path(config.output_dir).expanduser().resolve())
+    app = web.Application(middlewares=MIDDLEWARES, client_max_size=config.max_body_bytes)
+    app[CONFIG] = config
+    app[ENGINE] = engine
+    app.cleanup_ctx.append(_worker_context)
+    app.on_shutdown.append(_stop_accepting_work)
+    app.on_response_prepare.append(add_security_headers)
+    setup_routes(app)
+    return app
+
+
+async def _worker_context(app: web.Application) -> AsyncIterator[None]:
+    """Start the one generation worker with the app; stop it (and its thread) after."""
+    config = app[CONFIG]
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(config.output_dir)
+    worker = GenerationWorker(app[ENGINE], config.output_dir, queue_size=config.queue_size)
+    await worker.start()
+    app[WORKER] = worker
+    yield
+    await worker.stop()
+
+
+async def _stop_accepting_work(app: web.Application) -> None:
+    """on_shutdown (before in-flight requests are awaited): cancel queued and running jobs,
+    so waiting /generate calls and event streams end promptly."""
+    app[WORKER].begin_shutdown()
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner every entry point uses: disconnected clients cancel their handlers."""
+    return web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail fast, before a slow model load, when the address cannot be bound."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's TCPSite does
+            probe.bind(address)
+    except OSError as error:
+        raise _listen_error(host, port, error) from None
+
+
+def _listen_error(host: str, port: int, error: OSError) -> Flux2Error:
+    reason = error.strerror or type(error).__name__
+    return Flux2Error(f"cannot listen on {host}:{port} ({reason}); "
+                      f"is another server running there? pick another --port")
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int) -> str:
+    """Bind and start; returns the base URL (with the real port when ``port`` is 0)."""
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as error:
+        raise _listen_error(host, port, error) from None
+    bound_port = runner.addresses[0][1] if runner.addresses else port
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{bound_port}"
+
+
+def run_server(engine: GenerationEngine, config: ServerConfig,
+               on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then stop accepting, cancel the running job, return."""
+    asyncio.run(_serve(engine, config, on_ready))
+
+
+async def _serve(engine: GenerationEngine, config: ServerConfig,
+                 on_ready: Callable[[str], None] | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    runner = make_runner(init_app(engine, config))
+    await runner.setup()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        url = await start_site(runner, config.host, config.port)
+        for sig in signals:
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except NotImplementedError:  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+                pass
+        if on_ready is not None:
+            on_ready(url)
+        await stop.wait()
+        log.info("stopping: no new requests; cancelling the running generation")
+    finally:
+        for sig in signals:  # a second Ctrl-C during shutdown interrupts at once
+            try:
+                loop.remove_signal_handler(sig)
+            except NotImplementedError:
+                pass
+        await runner.cleanup()

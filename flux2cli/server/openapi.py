@@ -1,0 +1,203 @@
+"""GET /openapi.json: an OpenAPI 3.1 description of every route and body.
+
+Kept by hand next to the routes; ``tests/test_server_api.py`` checks that every route the
+app registers appears here with the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux2cli import __version__ as _version
+from flux2cli.pipeline.request import MAX_BATCH, MAX_PROMPT_CHARS, ORIENTATIONS, SIZES
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR = _json(_ref("Error"), "Error")
+_BUSY = {**_json(_ref("Error"), "Busy: another generation runs, the queue is full or the server is "
+                                 "shutting down"),
+         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}}
+_COMMON_ERRORS = {
+    "401": _json(_ref("Error"), "An API key is set and the request did not carry it"),
+    "403": _json(_ref("Error"), "Host is not a loopback name while bound to loopback, or a cross-site request"),
+}
+_BODY_ERRORS = {
+    "400": _json(_ref("Error"), "Invalid request: missing prompt, a value out of range, a bad image, ..."),
+    "413": _json(_ref("Error"), "The request body is larger than the cap"),
+    "415": _json(_ref("Error"), "The body is not sent as application/json"),
+}
+_JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+_SCHEMAS: dict[str, Any] = {
+    "GenerateRequest": {
+        "type": "object",
+        "required": ["prompt"],
+        "additionalProperties": False,
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+            "orientation": {"type": "string", "enum": list(ORIENTATIONS), "default": "landscape"},
+            "size": {"type": "string", "enum": list(SIZES), "default": "1mp"},
+            "steps": {"type": "integer", "description": "Inference steps; default and range come from "
+                                                        "the loaded model (25 and 10-50 for [dev])"},
+            "seed": {"type": "integer", "minimum": 0, "description": "Random when absent; image i uses seed+i"},
+            "batch": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 1},
+            "input_image": {"type": "string", "description": "Reference image: a data URL or bare base64 "
+                                                             "(PNG, JPEG or WebP)"},
+            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75,
+                         "description": "Only used with a reference image"},
+            "width": {"type": "integer", "description": "Addition: explicit width (multiple of 16), with height"},
+            "height": {"type": "integer", "description": "Addition: explicit height (multiple of 16), with width"},
+            "guidance": {"type": "number", "description": "Addition: guidance scale (ignored by distilled models)"},
+            "input_images": {"type": "array", "items": {"type": "string"}, "maxItems": 4,
+                             "description": "Addition: several reference images"},
+        },
+    },
+    "ImageResult": {
+        "type": "object",
+        "required": ["filename", "seed", "timings"],
+        "properties": {
+            "filename": {"type": "string", "examples": ["flux2_20250104_143012_a1b2c3d4.png"]},
+            "seed": {"type": "integer"},
+            "timings": {"type": "object", "properties": {
+                name: {"type": "number"} for name in ("encoding", "diffusion", "save", "total")}},
+        },
+    },
+    "GenerateResponse": {
+        "type": "object",
+        "required": ["success", "images", "generation_time"],
+        "properties": {
+            "success": {"const": True},
+            "images": {"type": "array", "items": _ref("ImageResult")},
+            "generation_time": {"type": "number"},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["success", "error"],
+        "properties": {"success": {"const": False}, "error": {"type": "string"}},
+    },
+    "Status": {
+        "type": "object",
+        "required": ["generating", "prompt", "batch", "current"],
+        "properties": {
+            "generating": {"type": "boolean"},
+            "prompt": {"type": ["string", "null"]},
+            "batch": {"type": "integer"},
+            "current": {"type": "integer"},
+            "step": {"type": "integer", "description": "Addition: last finished step"},
+            "total_steps": {"type": "integer", "description": "Addition"},
+            "queued": {"type": "integer", "description": "Addition: jobs waiting"},
+        },
+    },
+    "ModelInfo": {
+        "type": "object",
+        "required": ["model", "encoder", "description"],
+        "properties": {"model": {"type": "string"}, "encoder": {"type": "string"},
+                       "description": {"type": "string"}},
+    },
+    "Progress": {
+        "type": "object",
+        "properties": {name: {"type": "integer"} for name in ("step", "total_steps", "current", "batch")},
+    },
+    "JobCreated": {
+        "type": "object",
+        "properties": {
+            "success": {"const": True}, "id": {"type": "string"},
+            "state": {"const": "queued"}, "position": {"type": "integer"},
+            "status_url": {"type": "string"}, "events_url": {"type": "string"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "success": {"const": True},
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": ["queued", "running", "done", "error", "cancelled"]},
+            "position": {"type": ["integer", "null"], "description": "1 = next to run"},
+            "prompt": {"type": "string"},
+            "progress": _ref("Progress"),
+            "cancel_requested": {"type": "boolean"},
+            "result": {"oneOf": [_ref("GenerateResponse"), {"type": "null"}]},
+            "error": {"type": ["string", "null"]},
+            "status": {"type": ["integer", "null"], "description": "HTTP status matching the error"},
+        },
+    },
+}
+
+_PATHS: dict[str, Any] = {
+    "/": {"get": {"summary": "The web UI", "security": [],
+                  "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}}}},
+    "/static/{filename}": {"get": {
+        "summary": "The web UI's script and style sheet", "security": [],
+        "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "A static file"}, "404": _ERROR}}},
+    "/generate": {"post": {
+        "summary": "Generate images synchronously (503 while another generation runs)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("GenerateRequest")}}},
+        "responses": {"200": _json(_ref("GenerateResponse"), "The images were saved"), **_BODY_ERRORS,
+                      **_COMMON_ERRORS, "500": _json(_ref("Error"), "The generation failed"),
+                      "502": _json(_ref("Error"), "The text encoder failed"), "503": _BUSY,
+                      "507": _json(_ref("Error"), "The device ran out of memory")}}},
+    "/status": {"get": {"summary": "Whether a generation is in progress",
+                        "responses": {"200": _json(_ref("Status"), "Status"), **_COMMON_ERRORS}}},
+    "/model-info": {"get": {"summary": "The loaded model and text encoder",
+                            "responses": {"200": _json(_ref("ModelInfo"), "Model"), **_COMMON_ERRORS}}},
+    "/images/{filename}": {"get": {
+        "summary": "A PNG this server generated",
+        "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "PNG image", "content": {"image/png": {}}},
+                      "404": _json(_ref("Error"), "No image of that name was generated by this server"),
+                      **_COMMON_ERRORS}}},
+    "/jobs": {"post": {
+        "summary": "Queue a generation (addition); follow it with /jobs/{job_id}/events",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("GenerateRequest")}}},
+        "responses": {"202": {**_json(_ref("JobCreated"), "Queued"),
+                              "headers": {"Location": {"schema": {"type": "string"}}}},
+                      **_BODY_ERRORS, **_COMMON_ERRORS, "503": _BUSY}}},
+    "/jobs/{job_id}": {
+        "get": {"summary": "A job's state, progress and result", "parameters": _JOB_ID,
+                "responses": {"200": _json(_ref("Job"), "The job"), "404": _ERROR, **_COMMON_ERRORS}},
+        "delete": {"summary": "Cancel a job (queued: at once; running: at its next step)", "parameters": _JOB_ID,
+                   "responses": {"200": _json(_ref("Job"), "Cancelled"),
+                                 "202": _json(_ref("Job"), "Cancelling: the running job stops at its next step"),
+                                 "404": _ERROR, "409": _json(_ref("Error"), "The job had already finished"),
+                                 **_COMMON_ERRORS}},
+    },
+    "/jobs/{job_id}/events": {"get": {
+        "summary": "Server-Sent Events of a job",
+        "description": (
+            "Events, each with an id (Last-Event-ID resumes) and JSON data: `queued` {state, position}, "
+            "`started` {state, total_steps, batch}, `step` {step, total_steps, current, batch}, "
+            "`done` {state, result: GenerateResponse}, `error` {state: error|cancelled, error, status}. "
+            "The stream ends after `done` or `error`."),
+        "parameters": _JOB_ID,
+        "responses": {"200": {"description": "Event stream", "content": {"text/event-stream": {}}},
+                      "404": _ERROR, **_COMMON_ERRORS}}},
+    "/openapi.json": {"get": {"summary": "This document",
+                              "responses": {"200": {"description": "OpenAPI 3.1",
+                                                    "content": {"application/json": {}}},
+                                            **_COMMON_ERRORS}}},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "flux2cli server", "version": _version,
+                 "description": "The FLUX.2 REST API of the reference, plus a job queue with progress "
+                                "events. Errors are always {\"success\": false, \"error\": \"...\"}."},
+        "paths": _PATHS,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
+    }

@@ -1,0 +1,177 @@
+"""The routes: the spec's REST API, the job queue additions and the web UI's files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+from aiohttp import web
+
+from flux2cli.server.openapi import openapi_document
+from flux2cli.server.payload import generation_request, read_json_object
+from flux2cli.server.responses import json_response
+from flux2cli.server.state import CONFIG, ENGINE, WORKER
+from flux2cli.server.worker import Job
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+IMAGE_NAME = re.compile(r"flux2_\d{8}_\d{6}_[0-9a-f]{8}\.png")
+DISCONNECT_POLL_SECONDS = 0.25  # how often /generate checks that its client is still there
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", index, name="index")
+    app.router.add_static("/static/", STATIC_DIR, name="static", follow_symlinks=False)
+    app.router.add_post("/generate", generate, name="generate")
+    app.router.add_get("/status", status, name="status")
+    app.router.add_get("/model-info", model_info, name="model-info")
+    app.router.add_get("/images/{filename}", image, name="image")
+    app.router.add_post("/jobs", create_job, name="jobs")
+    app.router.add_get("/jobs/{job_id}", get_job, name="job")
+    app.router.add_delete("/jobs/{job_id}", delete_job, name="job-delete")
+    app.router.add_get("/jobs/{job_id}/events", job_events, name="job-events")
+    app.router.add_get("/openapi.json", openapi, name="openapi")
+
+
+# -- the spec's routes -------------------------------------------------------------
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    """GET /: the web UI."""
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def generate(request: web.Request) -> web.Response:
+    """POST /generate: one synchronous generation, or 503 while anything else runs."""
+    worker = request.app[WORKER]
+    worker.check_can_generate_now()  # answer 503 before reading a large upload
+    body = await read_json_object(request)
+    job = worker.submit(await generation_request(body, request.app[ENGINE].spec), exclusive=True)
+    try:
+        while not await job.wait_finished(DISCONNECT_POLL_SECONDS):
+            if _client_gone(request):
+                worker.cancel(job)  # stops at the next step; nobody will read the answer
+    except asyncio.CancelledError:  # the server cancels handlers whose client disconnected
+        worker.cancel(job)
+        raise
+    if job.error is not None:
+        raise job.error
+    return json_response(job.result)
+
+
+async def status(request: web.Request) -> web.Response:
+    """GET /status: what the worker is doing; never waits on the generation."""
+    return json_response(request.app[WORKER].status())
+
+
+async def model_info(request: web.Request) -> web.Response:
+    """GET /model-info: the model really loaded and its text encoder."""
+    return json_response(request.app[ENGINE].describe())
+
+
+async def image(request: web.Request) -> web.Response:
+    """GET /images/{filename}: only PNGs this server wrote; every other name is the same 404."""
+    name = request.match_info["filename"]
+    worker = request.app[WORKER]
+    if not IMAGE_NAME.fullmatch(name) or name not in worker.written:
+        raise web.HTTPNotFound()
+    data = await asyncio.to_thread(_read_regular_file, Path(request.app[CONFIG].output_dir) / name)
+    if data is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=data, content_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400, immutable",
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+def _read_regular_file(path: Path) -> bytes | None:
+    """The file's bytes if it is a regular file (a symlink is refused by O_NOFOLLOW)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read()
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+# -- additions: the job queue ------------------------------------------------------
+
+
+async def create_job(request: web.Request) -> web.Response:
+    """POST /jobs: queue a generation; 202 with its id, 503 when the queue is full."""
+    worker = request.app[WORKER]
+    worker.check_can_queue()
+    body = await read_json_object(request)
+    job = worker.submit(await generation_request(body, request.app[ENGINE].spec), exclusive=False)
+    location = f"/jobs/{job.id}"
+    return json_response(
+        {"success": True, "id": job.id, "state": job.state, "position": job.position,
+         "status_url": location, "events_url": f"{location}/events"},
+        status=202, headers={"Location": location})
+
+
+def _job(request: web.Request) -> Job:
+    job = request.app[WORKER].get(request.match_info["job_id"])
+    if job is None:
+        raise web.HTTPNotFound(text="no such job (finished jobs are kept only for a while)")
+    return job
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """GET /jobs/{id}: state, progress and, once done, the spec's success body as result."""
+    return json_response(_job(request).snapshot())
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """DELETE /jobs/{id}: cancel this job only (queued: at once; running: at its next step)."""
+    job = _job(request)
+    if job.is_finished:
+        raise web.HTTPConflict(text=f"the job has already finished ({job.state})")
+    request.app[WORKER].cancel(job)
+    return json_response(job.snapshot(), status=200 if job.is_finished else 202)
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """GET /jobs/{id}/events: Server-Sent Events from the job's start, or after Last-Event-ID."""
+    job = _job(request)
+    try:
+        sent = max(0, int(request.headers.get("Last-Event-ID", "0")))
+    except ValueError:
+        sent = 0
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            while sent < len(job.events):
+                await response.write(_sse(job.events[sent]))
+                sent += 1
+            if job.is_finished:
+                break
+            if not await job.wait_for_event(sent, SSE_KEEPALIVE_SECONDS):
+                await response.write(b": keep-alive\n\n")
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client went away; the job carries on
+    return response
+
+
+def _sse(event: dict) -> bytes:
+    data = json.dumps(event["data"], separators=(",", ":"))
+    return f"id: {event['id']}\nevent: {event['event']}\ndata: {data}\n\n".encode()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: every route and body of this server."""
+    return json_response(openapi_document())

@@ -1,0 +1,132 @@
+"""Safe defaults, as middlewares: errors as JSON, Host, Origin, API key, content type, body cap.
+
+Order (outermost first): every refusal and every exception becomes the spec's JSON error
+body; then the DNS-rebinding Host check (only while bound to loopback); then cross-site
+Origin / Sec-Fetch-Site; then the API key; then the JSON content type and the body cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import hdrs, web
+
+from flux2cli.errors import Busy, Flux2Error
+from flux2cli.server.config import is_loopback_name
+from flux2cli.server.responses import error_response
+from flux2cli.server.state import CONFIG, WORKER
+
+log = logging.getLogger("flux2cli.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def is_public(request: web.Request) -> bool:
+    """The web UI page and its static files: readable without an API key, from anywhere."""
+    return request.method in _SAFE_METHODS and (request.path == "/" or request.path.startswith("/static/"))
+
+
+def host_name(host_header: str) -> str:
+    """The name part of a Host header (``[::1]:2222`` → ``[::1]``, ``a:80`` → ``a``)."""
+    host = host_header.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else ""
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as ``{"success": false, "error": ...}`` with the right status."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        message = None
+        if error.status == 413:
+            limit = request.app[CONFIG].max_body_bytes / (1024 * 1024)
+            message = f"the request body is too large; the limit is {limit:g} MB"
+        return error_response(error, message=message)
+    except Flux2Error as error:
+        retry_after = request.app[WORKER].retry_after() if isinstance(error, Busy) else None
+        return error_response(error, retry_after=retry_after)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as error:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return error_response(error)
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """While bound to loopback, refuse requests addressed to another name (DNS rebinding)."""
+    if request.app[CONFIG].loopback and not is_loopback_name(host_name(request.headers.get(hdrs.HOST, ""))):
+        raise web.HTTPForbidden(text="this server answers only requests addressed to localhost or 127.0.0.1")
+    return await handler(request)
+
+
+@web.middleware
+async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse cross-site requests: a foreign Origin, or Sec-Fetch-Site: cross-site."""
+    if not is_public(request):
+        fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+        origin = request.headers.get(hdrs.ORIGIN)
+        if fetch_site == "cross-site":
+            raise web.HTTPForbidden(text="cross-site requests are refused")
+        if origin is not None and origin.lower().rstrip("/") != f"{request.scheme}://{request.host}".lower():
+            raise web.HTTPForbidden(text="requests from another origin are refused")
+    return await handler(request)
+
+
+@web.middleware
+async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With an API key set, everything but the UI page and static files needs it."""
+    key = request.app[CONFIG].api_key
+    if key and not is_public(request) and not _key_matches(request, key):
+        raise web.HTTPUnauthorized()
+    return await handler(request)
+
+
+def _key_matches(request: web.Request, key: str) -> bool:
+    given = request.headers.get("X-API-Key")
+    if given is None:
+        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else ""
+    # compare_digest on bytes: constant time for equal lengths, no early exit on content.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), key.encode("utf-8"))
+
+
+@web.middleware
+async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bodies are JSON (415 otherwise) and no larger than the cap (413, also while reading)."""
+    if request.method in _BODY_METHODS and request.match_info.http_exception is None:
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType()
+        if request.content_length is not None and request.content_length > request.app[CONFIG].max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=request.app[CONFIG].max_body_bytes,
+                                                actual_size=request.content_length)
+    return await handler(request)
+
+
+MIDDLEWARES = (error_middleware, host_middleware, origin_middleware, api_key_middleware, body_middleware)
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the same protective headers on every response."""
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("Cache-Control", "no-store")

@@ -1,0 +1,358 @@
+// flux2 serve: the web UI. No build step, no dependencies; talks to the same REST API.
+// Everything a user or the server wrote is put on the page with textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const ACCEPTED_TYPES = ["image/png", "image/jpeg", "image/webp"];
+const MAX_UPLOAD_BYTES = 20 * 1024 * 1024;
+const KEY_STORAGE = "flux2-api-key";
+
+const state = {
+  apiKey: sessionStorage.getItem(KEY_STORAGE) || "",
+  jobId: null,
+  image: null, // data URL of the reference image
+};
+
+class UserError extends Error {}
+
+// -- talking to the server -----------------------------------------------------
+
+function withKey(headers = {}) {
+  return state.apiKey ? { ...headers, "X-API-Key": state.apiKey } : headers;
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: withKey(options.headers), cache: "no-store" });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new UserError("The server cannot be reached. Is `flux2 serve` still running?");
+  }
+  if (response.status === 401) {
+    $("key-row").hidden = false;
+    $("api-key").focus();
+    throw new UserError(state.apiKey ? "The API key was not accepted. Check it and try again."
+                                     : "This server needs an API key. Enter it and try again.");
+  }
+  return response;
+}
+
+// Seeds can exceed what a JavaScript number holds exactly: read them as strings.
+function parseJSON(text) {
+  return JSON.parse(text.replace(/"seed":\s*(\d+)/g, '"seed":"$1"'));
+}
+
+async function errorMessage(response) {
+  try {
+    const body = parseJSON(await response.text());
+    if (body && typeof body.error === "string" && body.error) return body.error;
+  } catch (_) { /* not JSON */ }
+  return `The server answered ${response.status} ${response.statusText}.`;
+}
+
+// Server-Sent Events over fetch, so the API key header can travel with the request.
+async function* serverEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer = (buffer + value).replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) !== -1) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (!line || line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon === -1 ? line : line.slice(0, colon);
+        let text = colon === -1 ? "" : line.slice(colon + 1);
+        if (text.startsWith(" ")) text = text.slice(1);
+        if (field === "event") event = text;
+        else if (field === "data") data.push(text);
+      }
+      if (data.length) yield { event, data: parseJSON(data.join("\n")) };
+    }
+  }
+}
+
+// -- the page ----------------------------------------------------------------------
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+function setBusy(busy) {
+  $("generate").disabled = busy;
+  $("generate").textContent = busy ? "Generating…" : "Generate";
+  $("cancel").hidden = !busy;
+  $("cancel").disabled = false;
+  if (busy) $("progress-box").hidden = false;
+}
+
+function setProgress(text, fraction) {
+  $("progress-box").hidden = false;
+  $("progress-text").textContent = text;
+  const bar = $("progress");
+  if (fraction === null) bar.removeAttribute("value");
+  else bar.value = fraction;
+}
+
+async function loadModelInfo() {
+  try {
+    const response = await api("/model-info");
+    if (!response.ok) throw new UserError(await errorMessage(response));
+    const info = await response.json();
+    $("model").textContent = info.description || info.model;
+  } catch (error) {
+    $("model").textContent = "model unknown";
+    if (error instanceof UserError) showError(error.message);
+  }
+}
+
+function requestBody() {
+  const prompt = $("prompt").value.trim();
+  if (!prompt) throw new UserError("Write a prompt first: describe the image to generate.");
+  const body = {
+    prompt,
+    orientation: $("orientation").value,
+    size: $("size").value,
+    batch: Number($("batch").value),
+  };
+  const steps = $("steps");
+  if (steps.validity.badInput) throw new UserError("Steps must be a whole number.");
+  if (steps.value !== "") body.steps = Number(steps.value);
+  if (state.image) {
+    body.input_image = state.image;
+    body.strength = Number($("strength").value);
+  }
+  let json = JSON.stringify(body);
+  const seed = $("seed").value.trim();
+  if (seed) {
+    if (!/^\d+$/.test(seed)) throw new UserError("The seed must be a whole number (0 or more), or empty for a random one.");
+    json = `${json.slice(0, -1)},"seed":${seed.replace(/^0+(?=\d)/, "")}}`; // digits verbatim, no rounding
+  }
+  return { json, prompt };
+}
+
+async function generate(event) {
+  event.preventDefault();
+  if (state.jobId) return;
+  clearError();
+  let request;
+  try {
+    request = requestBody();
+  } catch (error) {
+    showError(error.message);
+    return;
+  }
+  setBusy(true);
+  setProgress("Sending…", null);
+  try {
+    const response = await api("/jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: request.json,
+    });
+    if (response.status !== 202) throw new UserError(await errorMessage(response));
+    const job = await response.json();
+    state.jobId = job.id;
+    await followJob(job.id, request.prompt);
+  } catch (error) {
+    showError(error instanceof UserError ? error.message : `Something went wrong: ${error.message}`);
+    $("progress-box").hidden = true;
+  } finally {
+    state.jobId = null;
+    setBusy(false);
+  }
+}
+
+async function followJob(id, prompt) {
+  const response = await api(`/jobs/${encodeURIComponent(id)}/events`);
+  if (!response.ok) throw new UserError(await errorMessage(response));
+  for await (const { event, data } of serverEvents(response)) {
+    if (event === "queued") {
+      setProgress(data.position > 1 ? `Waiting: ${data.position - 1} job(s) ahead` : "Waiting for the worker…", null);
+    } else if (event === "started") {
+      setProgress("Encoding the prompt…", null);
+    } else if (event === "step") {
+      const images = data.batch > 1 ? ` · ${data.batch} images` : "";
+      setProgress(`Step ${data.step} of ${data.total_steps}${images}`, data.step / data.total_steps);
+    } else if (event === "done") {
+      setProgress(`Done in ${data.result.generation_time.toFixed(2)} s`, 1);
+      await showResults(data.result, prompt);
+      return;
+    } else if (event === "error") {
+      if (data.state === "cancelled") {
+        setProgress("Cancelled.", 0);
+        return;
+      }
+      throw new UserError(data.error);
+    }
+  }
+  // The stream ended early (a dropped connection): ask for the job's final state.
+  const final = await api(`/jobs/${encodeURIComponent(id)}`);
+  if (!final.ok) throw new UserError(await errorMessage(final));
+  const job = parseJSON(await final.text());
+  if (job.state === "done") return showResults(job.result, prompt);
+  throw new UserError(job.error || "The connection to the server was lost during the generation.");
+}
+
+async function cancelJob() {
+  if (!state.jobId) return;
+  $("cancel").disabled = true;
+  setProgress("Cancelling…", null);
+  try {
+    await api(`/jobs/${encodeURIComponent(state.jobId)}`, { method: "DELETE" });
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function formatTimings(timings) {
+  return ["encoding", "diffusion", "save", "total"]
+    .filter((name) => typeof timings[name] === "number")
+    .map((name) => `${name} ${timings[name].toFixed(2)} s`)
+    .join(" · ");
+}
+
+async function showResults(result, prompt) {
+  const cards = [];
+  for (const image of result.images) {
+    const response = await api(`/images/${encodeURIComponent(image.filename)}`);
+    if (!response.ok) throw new UserError(await errorMessage(response));
+    const url = URL.createObjectURL(await response.blob());
+    cards.push(await makeCard(image, url, prompt));
+  }
+  $("empty").hidden = true;
+  $("gallery").prepend(...cards);
+}
+
+function makeCard(image, url, prompt) {
+  // importNode, not cloneNode: nodes of the inert template document would never load their image.
+  const card = document.importNode($("card-template").content.firstElementChild, true);
+  const picture = card.querySelector(".image");
+  card.querySelector(".prompt").textContent = prompt;
+  picture.alt = prompt;
+  card.querySelector(".image-link").href = url;
+  const seed = card.querySelector(".seed");
+  seed.textContent = image.seed;
+  seed.addEventListener("click", () => { $("seed").value = image.seed; $("prompt").focus(); });
+  card.querySelector(".timings").textContent = formatTimings(image.timings);
+  const download = card.querySelector(".download");
+  download.href = url;
+  download.download = image.filename;
+  download.textContent = `Download ${image.filename}`;
+  return new Promise((resolve) => {
+    picture.addEventListener("load", () => {
+      card.querySelector(".size").textContent = `${picture.naturalWidth} × ${picture.naturalHeight}`;
+      if (picture.naturalWidth < 256) picture.classList.add("pixelated");
+      resolve(card);
+    }, { once: true });
+    picture.addEventListener("error", () => resolve(card), { once: true });
+    picture.src = url;
+  });
+}
+
+// -- the reference image -------------------------------------------------------------
+
+function setReference(file) {
+  clearError();
+  if (!ACCEPTED_TYPES.includes(file.type)) {
+    showError("The reference image must be a PNG, JPEG or WebP file.");
+    return;
+  }
+  if (file.size > MAX_UPLOAD_BYTES) {
+    showError(`The reference image is ${(file.size / 1048576).toFixed(1)} MB; the limit is 20 MB.`);
+    return;
+  }
+  const reader = new FileReader();
+  reader.addEventListener("load", () => {
+    state.image = reader.result;
+    $("preview").src = reader.result;
+    $("preview").hidden = false;
+    $("clear-image").hidden = false;
+    $("strength-row").hidden = false;
+    $("drop").classList.add("has-image");
+  });
+  reader.addEventListener("error", () => showError("The reference image could not be read."));
+  reader.readAsDataURL(file);
+}
+
+function clearReference(event) {
+  if (event) event.stopPropagation();
+  state.image = null;
+  $("file").value = "";
+  $("preview").removeAttribute("src");
+  $("preview").hidden = true;
+  $("clear-image").hidden = true;
+  $("strength-row").hidden = true;
+  $("drop").classList.remove("has-image");
+}
+
+function wireReference() {
+  const drop = $("drop");
+  drop.addEventListener("click", () => $("file").click());
+  drop.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      $("file").click();
+    }
+  });
+  $("file").addEventListener("change", () => { if ($("file").files[0]) setReference($("file").files[0]); });
+  $("clear-image").addEventListener("click", clearReference);
+  // Dropping anywhere on the page must not navigate away from it.
+  for (const name of ["dragover", "drop"]) document.addEventListener(name, (event) => event.preventDefault());
+  drop.addEventListener("dragover", () => drop.classList.add("dragging"));
+  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", (event) => {
+    drop.classList.remove("dragging");
+    const file = event.dataTransfer && event.dataTransfer.files[0];
+    if (file) setReference(file);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData ? event.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
+    if (file) setReference(file);
+  });
+  $("strength").addEventListener("input", () => {
+    $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  });
+}
+
+// -- start ---------------------------------------------------------------------------
+
+function start() {
+  $("form").addEventListener("submit", generate);
+  $("prompt").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("form").requestSubmit();
+    }
+  });
+  $("dice").addEventListener("click", () => {
+    $("seed").value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
+  });
+  $("cancel").addEventListener("click", cancelJob);
+  $("api-key").value = state.apiKey;
+  $("api-key").addEventListener("change", () => {
+    state.apiKey = $("api-key").value.trim();
+    sessionStorage.setItem(KEY_STORAGE, state.apiKey);
+    clearError();
+    loadModelInfo();
+  });
+  wireReference();
+  loadModelInfo();
+  $("prompt").focus();
+}
+
+start();

@@ -1,0 +1,382 @@
+"""The one generation worker: a bounded queue of jobs, run one at a time in a thread.
+
+Every generation the server makes goes through ``GenerationWorker``: the synchronous
+``POST /generate`` (which refuses to wait behind anything, as the spec says) and the
+queued ``POST /jobs``. All bookkeeping happens on the event loop; only the engine call
+runs in the worker thread, whose step callbacks hop back onto the loop with
+``call_soon_threadsafe``. So ``/status`` reads plain attributes and never waits on a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from flux2cli.errors import Busy, Flux2Error, GenerationCancelled, GenerationError
+from flux2cli.pipeline.events import StepEvent
+from flux2cli.pipeline.output import generation_body
+from flux2cli.pipeline.registry import ModelSpec
+from flux2cli.pipeline.request import GenerationRequest
+
+log = logging.getLogger("flux2cli.server")
+
+QUEUED, RUNNING, DONE, ERROR, CANCELLED = "queued", "running", "done", "error", "cancelled"
+FINISHED_STATES = frozenset({DONE, ERROR, CANCELLED})
+DEFAULT_QUEUE_SIZE = 8
+KEEP_FINISHED_JOBS = 64  # finished jobs stay readable through GET /jobs/{id} for a while
+DEFAULT_SECONDS_PER_STEP = 1.0  # until the first generation has been timed
+
+
+class GenerationEngine(Protocol):
+    """What the server needs from ``flux2cli.pipeline.engine.Engine`` (fakes implement it too)."""
+
+    spec: ModelSpec
+
+    def describe(self) -> dict[str, str]: ...
+
+    def generate_and_save(self, request: GenerationRequest, output_dir: Path, *,
+                          on_step: Callable[[StepEvent], None] | None = None,
+                          cancel: threading.Event | None = None) -> list[Any]: ...
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation and everything a client may ask about it."""
+
+    request: GenerationRequest
+    kind: str  # "generate" (POST /generate) or "job" (POST /jobs)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    state: str = QUEUED
+    position: int | None = None  # 1 = next to run, while queued
+    step: int = 0
+    total_steps: int = 0
+    current: int = 0  # 1-based image of the batch being generated
+    created: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    result: dict[str, Any] | None = None  # the spec's success body, once done
+    error: Flux2Error | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: list[dict[str, Any]] = field(default_factory=list)  # id, event, data
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _images_done: int = 0
+    _pass_batch: int = 0
+
+    def __post_init__(self) -> None:
+        self.total_steps = self.request.steps
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def publish(self, event: str, data: dict[str, Any]) -> None:
+        """Record an event and wake every listener (event-loop thread only)."""
+        self.events.append({"id": len(self.events) + 1, "event": event, "data": data})
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_for_event(self, after: int, timeout: float | None = None) -> bool:
+        """Wait until there are more than ``after`` events; False on timeout."""
+        if len(self.events) > after or self.is_finished:
+            return True
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def wait_finished(self, poll: float) -> bool:
+        """Wait up to ``poll`` seconds for the job to finish; True once it has."""
+        deadline = time.monotonic() + poll
+        while not self.is_finished:
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self.wait_for_event(len(self.events), left):
+                return False
+        return True
+
+    def progress(self) -> dict[str, int]:
+        return {"step": self.step, "total_steps": self.total_steps,
+                "current": self.current, "batch": self.request.batch}
+
+    def on_step(self, event: StepEvent) -> None:
+        """A step finished in the worker thread (called on the loop thread)."""
+        if self.state != RUNNING:
+            return
+        if event.step <= self.step and self._pass_batch:
+            # The step counter started again: the previous pass's images are done.
+            self._images_done += self._pass_batch
+        self._pass_batch = event.batch
+        self.step, self.total_steps = event.step, event.total_steps
+        self.current = min(self.request.batch, self._images_done + 1)
+        self.publish("step", self.progress())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The body of GET /jobs/{id}."""
+        return {
+            "success": True,
+            "id": self.id,
+            "state": self.state,
+            "position": self.position,
+            "prompt": self.request.prompt,
+            "progress": self.progress(),
+            "cancel_requested": self.cancel.is_set(),
+            "result": self.result,
+            "error": str(self.error) if self.error is not None else None,
+            "status": self.error.http_status if self.error is not None else None,
+        }
+
+
+class GenerationWorker:
+    """One generation at a time; at most ``queue_size`` jobs waiting behind it."""
+
+    def __init__(self, engine: GenerationEngine, output_dir: Path, *,
+                 queue_size: int = DEFAULT_QUEUE_SIZE, keep_finished: int = KEEP_FINISHED_JOBS):
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self.engine = engine
+        self.output_dir = Path(output_dir)
+        self.queue_size = queue_size
+        self.keep_finished = keep_finished
+        self.written: set[str] = set()  # file names this server saved; GET /images serves only these
+        self.history: deque[Job] = deque(maxlen=32)  # finished jobs of both kinds, newest last
+        self.running: Job | None = None
+        self._waiting: deque[Job] = deque()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()  # POST /jobs jobs, by id
+        self._closing = False
+        self._seconds_per_step = DEFAULT_SECONDS_PER_STEP
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._thread_main, name="flux2-generation", daemon=True)
+        self._thread.start()
+        self._task = asyncio.create_task(self._run(), name="flux2-generation-worker")
+
+    def begin_shutdown(self) -> None:
+        """Refuse new work and cancel what is queued or running (idempotent)."""
+        if self._closing:
+            return
+        self._closing = True
+        shutting_down = Busy("the server is shutting down; try again once it is back")
+        while self._waiting:
+            self._finish(self._waiting.popleft(), error=shutting_down)
+        if self.running is not None:
+            self.running.cancel.set()
+        self._wakeup.set()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Cancel everything and wait (up to ``timeout``) for the thread to let go."""
+        self.begin_shutdown()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except asyncio.TimeoutError:
+                log.warning("the running generation did not stop within %.0f s; leaving it behind", timeout)
+                self._task.cancel()
+        self._calls.put(None)
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+
+    # -- submitting and cancelling --------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or bool(self._waiting)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def check_can_generate_now(self) -> None:
+        """Raise ``Busy`` unless a synchronous generation could start right away."""
+        if self._closing:
+            raise Busy("the server is shutting down; try again once it is back")
+        if self.busy:
+            raise Busy("another generation is in progress; retry after the Retry-After seconds "
+                       "or queue it with POST /jobs")
+
+    def check_can_queue(self) -> None:
+        """Raise ``Busy`` when the queue is full (or the server is shutting down)."""
+        if self._closing:
+            raise Busy("the server is shutting down; try again once it is back")
+        if len(self._waiting) >= self.queue_size:
+            raise Busy(f"the job queue is full ({self.queue_size} waiting); try again later")
+
+    def submit(self, request: GenerationRequest, *, exclusive: bool) -> Job:
+        """Queue a generation. ``exclusive`` (POST /generate): only if nothing else is running."""
+        if exclusive:
+            self.check_can_generate_now()
+        else:
+            self.check_can_queue()
+        job = Job(request=request, kind="generate" if exclusive else "job")
+        if not exclusive:
+            self._jobs[job.id] = job
+        self._waiting.append(job)
+        job.position = len(self._waiting)
+        job.publish(QUEUED, {"state": QUEUED, "position": job.position})
+        self._wakeup.set()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def cancel(self, job: Job) -> None:
+        """Cancel one job: at once while queued, at its next step while running."""
+        if job.is_finished:
+            return
+        job.cancel.set()
+        if job.state == QUEUED:
+            self._waiting.remove(job)
+            self._finish(job, error=GenerationCancelled(0, job.total_steps))
+            self._renumber()
+        # A running job notices the event in the engine's step callback.
+
+    # -- what /status and Retry-After report --------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        job = self.running
+        if job is None:
+            return {"generating": False, "prompt": None, "batch": 0, "current": 0,
+                    "step": 0, "total_steps": 0, "queued": len(self._waiting)}
+        return {"generating": True, "prompt": job.request.prompt, "batch": job.request.batch,
+                "current": max(job.current, 1), "step": job.step, "total_steps": job.total_steps,
+                "queued": len(self._waiting)}
+
+    def retry_after(self) -> int:
+        """Whole seconds until the worker is likely free: what 503s put in Retry-After."""
+        seconds = 0.0
+        if self.running is not None:
+            seconds += max(self.running.total_steps - self.running.step, 1) * self._seconds_per_step
+        seconds += sum(job.total_steps * self._seconds_per_step for job in self._waiting)
+        return max(1, min(3600, math.ceil(seconds)))
+
+    # -- the loop side of the worker ------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            while not self._waiting and not self._closing:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if not self._waiting:
+                return  # closing, nothing left
+            job = self._waiting.popleft()
+            self._renumber()
+            await self._execute(job)
+
+    async def _execute(self, job: Job) -> None:
+        self.running = job
+        job.state, job.position, job.started = RUNNING, None, time.monotonic()
+        job.publish("started", {"state": RUNNING, "total_steps": job.total_steps, "batch": job.request.batch})
+        loop = asyncio.get_running_loop()
+
+        def on_step(event: StepEvent) -> None:  # worker thread
+            loop.call_soon_threadsafe(job.on_step, event)
+
+        def work() -> tuple[list[Any], float]:  # worker thread
+            start = time.perf_counter()
+            saved = self.engine.generate_and_save(job.request, self.output_dir, on_step=on_step, cancel=job.cancel)
+            return saved, time.perf_counter() - start
+
+        try:
+            if job.cancel.is_set():
+                raise GenerationCancelled(0, job.total_steps)
+            saved, elapsed = await self._in_thread(work)
+        except GenerationCancelled as error:
+            if self._closing:
+                self._finish(job, error=Busy("the server is shutting down; try again once it is back"))
+            else:
+                self._finish(job, error=error)
+        except Flux2Error as error:
+            self._finish(job, error=error)
+        except asyncio.CancelledError:
+            job.cancel.set()
+            self._finish(job, error=Busy("the server is shutting down; try again once it is back"))
+            raise
+        except Exception:
+            log.exception("generation %s failed unexpectedly", job.id)
+            self._finish(job, error=GenerationError("generation failed unexpectedly; the server log has details"))
+        else:
+            self.written.update(image.filename for image in saved)
+            if job.step:
+                self._seconds_per_step = elapsed / max(job.step, 1)
+            self._finish(job, result=generation_body(saved, elapsed))
+        finally:
+            self.running = None
+
+    def _finish(self, job: Job, *, result: dict[str, Any] | None = None,
+                error: Flux2Error | None = None) -> None:
+        job.finished = time.monotonic()
+        job.position = None
+        if job.request.reference_images:  # finished jobs are kept a while; their uploads need not be
+            job.request = replace(job.request, reference_images=())
+        if error is None:
+            job.state, job.result = DONE, result
+            job.publish(DONE, {"state": DONE, "result": result})
+            log.info("job %s: %d image(s) in %.2f s", job.id[:8], len(result["images"]), result["generation_time"])
+        else:
+            job.state = CANCELLED if isinstance(error, GenerationCancelled) else ERROR
+            job.error = error
+            job.publish("error", {"state": job.state, "error": str(error), "status": error.http_status})
+            log.info("job %s: %s", job.id[:8], error)
+        self.history.append(job)
+        self._prune()
+
+    def _renumber(self) -> None:
+        for index, waiting in enumerate(self._waiting, start=1):
+            if waiting.position != index:
+                waiting.position = index
+                waiting.publish(QUEUED, {"state": QUEUED, "position": index})
+
+    def _prune(self) -> None:
+        finished = [job_id for job_id, job in self._jobs.items() if job.is_finished]
+        for job_id in finished[: max(0, len(finished) - self.keep_finished)]:
+            del self._jobs[job_id]
+
+    # -- the thread side ------------------------------------------------------------
+
+    def _in_thread(self, function: Callable[[], Any]) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._calls.put((function, future))
+        return future
+
+    def _thread_main(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            function, future = item
+            try:
+                outcome: tuple[Any, BaseException | None] = (function(), None)
+            except BaseException as error:  # handed to the loop, which decides what it means
+                outcome = (None, error)
+            try:
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            except RuntimeError:  # the loop is gone: nobody is waiting any more
+                return
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,521 @@
+"""The REST API over real HTTP on 127.0.0.1, with the real embedded `tiny` model.
+
+One engine is loaded per session (server_fixtures caches it); each test talks to an app
+built by ``init_app`` and served by ``make_runner`` like `flux2 serve` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import socket
+import statistics
+import threading
+import time
+
+import pytest
+
+from flux2cli.server.config import MAX_BODY_BYTES, ServerConfig
+from flux2cli.server.openapi import openapi_document
+from flux2cli.server.routes import STATIC_DIR
+from server_fixtures import TINY_PROMPT, LiveServer, assert_error
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+FILENAME = re.compile(r"flux2_\d{8}_\d{6}_[0-9a-f]{8}\.png")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_engine, tmp_path_factory):
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path_factory.mktemp("out"))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def generated(server):
+    """One real /generate call (batch 2, fixed seed), shared by the tests that read it."""
+    reply = server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 2, "seed": 7, "batch": 2,
+                                              "strength": 0.75, "orientation": "landscape", "size": "1mp"})
+    assert reply.status == 200, reply.body
+    return reply.json()
+
+
+def _png(size=(32, 24), fmt="PNG") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _huge_png_header(width: int, height: int) -> bytes:
+    """A valid PNG header claiming enormous dimensions (no pixel data worth decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# -- the spec's routes ---------------------------------------------------------------
+
+
+def test_web_ui_and_its_static_files_are_served_offline(server):
+    page = server.call("GET", "/")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert '<script src="/static/app.js"' in page.text
+    script = server.call("GET", "/static/app.js")
+    assert script.status == 200 and "javascript" in script.headers["Content-Type"]
+    assert server.call("GET", "/static/style.css").headers["Content-Type"].startswith("text/css")
+    for path in STATIC_DIR.iterdir():  # no CDN, no web fonts: the page works without a network
+        assert not re.search(r"https?://", path.read_text()), path.name
+    assert_error(server.call("GET", "/static/../app.py"), 404)
+    assert_error(server.call("GET", "/static/%2e%2e/app.py"), 404)
+
+
+def test_model_info_names_the_loaded_model(server, tiny_engine):
+    reply = server.call("GET", "/model-info")
+    assert reply.status == 200
+    assert reply.json() == tiny_engine.describe()
+    assert reply.json()["model"] == "flux2-tiny"
+    assert set(reply.json()) == {"model", "encoder", "description"}
+
+
+def test_status_when_idle(server):
+    reply = server.call("GET", "/status")
+    assert reply.status == 200
+    assert reply.json() == {"generating": False, "prompt": None, "batch": 0, "current": 0,
+                            "step": 0, "total_steps": 0, "queued": 0}
+
+
+def test_generate_returns_the_spec_body_and_serves_the_images(server, generated):
+    assert set(generated) == {"success", "images", "generation_time"}
+    assert generated["success"] is True and generated["generation_time"] > 0
+    assert [image["seed"] for image in generated["images"]] == [7, 8]
+    from PIL import Image
+
+    for image in generated["images"]:
+        assert set(image) == {"filename", "seed", "timings"}
+        assert set(image["timings"]) == {"encoding", "diffusion", "save", "total"}
+        assert FILENAME.fullmatch(image["filename"])
+        reply = server.call("GET", f"/images/{image['filename']}")
+        assert reply.status == 200
+        assert reply.headers["Content-Type"] == "image/png"
+        assert reply.headers["X-Content-Type-Options"] == "nosniff"
+        assert Image.open(io.BytesIO(reply.body)).size == (80, 48)  # tiny's 1 MP landscape
+        sidecar = server.config.output_dir / image["filename"].replace(".png", ".prompt")
+        assert f"# Seed: {image['seed']}" in sidecar.read_text()
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({}, "prompt is required"),
+    ({"prompt": None}, "prompt is required"),
+    ({"prompt": "   "}, "prompt is empty"),
+    ({"prompt": 42}, "prompt must be a text string"),
+    ({"prompt": "x" * 4001}, "the limit is 4000"),
+    ({"prompt": "a\x00b"}, "control characters"),
+    ({"prompt": "x", "steps": 0}, "steps must be between"),
+    ({"prompt": "x", "steps": 51}, "steps must be between"),
+    ({"prompt": "x", "steps": "ten"}, "steps must be a whole number"),
+    ({"prompt": "x", "steps": True}, "steps must be a whole number"),
+    ({"prompt": "x", "steps": 2.5}, "steps must be a whole number"),
+    ({"prompt": "x", "batch": 0}, "batch must be between 1 and 4"),
+    ({"prompt": "x", "batch": 5}, "batch must be between 1 and 4"),
+    ({"prompt": "x", "seed": -1}, "seed must be between"),
+    ({"prompt": "x", "seed": "12"}, "seed must be a whole number"),
+    ({"prompt": "x", "orientation": "diagonal"}, "orientation must be one of"),
+    ({"prompt": "x", "orientation": 3}, "orientation must be one of"),
+    ({"prompt": "x", "size": "8mp"}, "size must be one of"),
+    ({"prompt": "x", "strength": 1.5}, "strength must be a number between 0 and 1"),
+    ({"prompt": "x", "strength": "high"}, "strength must be a number between 0 and 1"),
+    ({"prompt": "x", "input_image": "not base64!!"}, "input_image is not valid base64"),
+    ({"prompt": "x", "input_image": 5}, "input_image must be a base64 string"),
+    ({"prompt": "x", "input_image": "data:image/png,abc"}, "must be a base64 data URL"),
+    ({"prompt": "x", "input_image": "data:text/html;base64,PGI+"}, "PNG, JPEG or WebP"),
+    ({"prompt": "x", "input_image": base64.b64encode(b"just some text").decode()}, "is not a PNG, JPEG or WebP"),
+    ({"prompt": "x", "input_images": "abc"}, "input_images must be a list"),
+    ({"prompt": "x", "step": 4}, "unknown field 'step'"),
+    ({"prompt": "x", "width": 80}, "give both width and height"),
+])
+def test_invalid_requests_get_400_with_a_message(server, body, words):
+    for route in ("/generate", "/jobs"):
+        message = assert_error(server.call("POST", route, body), 400)
+        assert words in message, message
+
+
+@pytest.mark.parametrize("raw", [b"{", b"[1, 2]", b'"prompt"', b"\xff\xfe", b'{"prompt": NaN}', b"null"])
+def test_bodies_that_are_not_a_json_object_get_400(server, raw):
+    reply = server.call("POST", "/generate", raw=raw, headers={"Content-Type": "application/json"})
+    assert "JSON" in assert_error(reply, 400)
+
+
+def test_reference_images_are_decoded_and_handed_to_the_engine(server):
+    cases = [_data_url(_png()), base64.b64encode(_png(fmt="JPEG")).decode(),
+             _data_url(_png(fmt="WEBP"), "image/webp")]
+    for image in cases:
+        reply = server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 1, "input_image": image,
+                                                  "strength": 0.5})
+        if reply.status == 400:  # until the reference-image issue lands in the engine
+            assert "not supported yet" in assert_error(reply, 400)
+        else:
+            assert reply.status == 200 and reply.json()["success"] is True
+    refused = [
+        ({"input_image": _data_url(_png(fmt="GIF"), "image/gif")}, "PNG, JPEG or WebP"),
+        ({"input_image": base64.b64encode(_png(fmt="GIF")).decode()}, "is not a PNG, JPEG or WebP"),
+        ({"input_image": _data_url(_huge_png_header(100_000, 100_000))}, "too many pixels"),
+        ({"input_image": _data_url(_huge_png_header(6000, 4000))}, "6000x4000 pixels"),
+        ({"input_image": _data_url(_png()[:40])}, "is not a PNG, JPEG or WebP"),
+        ({"input_image": _data_url(_png()), "strength": 1.5}, "strength must be between 0 and 1"),
+        ({"input_image": _data_url(_png()), "strength": 0}, "strength must be above 0"),
+        ({"input_images": [_data_url(_png())] * 5}, "at most 4 reference images"),
+    ]
+    for extra, words in refused:
+        message = assert_error(server.call("POST", "/generate", {"prompt": "x", **extra}), 400)
+        assert words in message, message
+
+
+def test_a_4mp_png_in_base64_fits_under_the_body_cap(server):
+    from PIL import Image
+
+    noise = Image.frombytes("RGB", (2048, 2048), os.urandom(2048 * 2048 * 3))  # incompressible
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG", compress_level=1)
+    body = {"prompt": TINY_PROMPT, "steps": 1, "input_image": _data_url(buffer.getvalue())}
+    assert len(json.dumps(body)) > 16 * 1024 * 1024
+    reply = server.call("POST", "/generate", body)
+    assert reply.status in (200, 400), reply.body[:200]
+    if reply.status == 400:
+        assert "not supported yet" in assert_error(reply, 400)
+    # The worst case, a 4 MP RGBA PNG stored without compression, fits too.
+    assert (2048 * 2048 * 4 + 2048 + 1024) * 4 / 3 + 1024 < MAX_BODY_BYTES
+
+
+def test_two_simultaneous_generate_calls_one_gets_503(server):
+    barrier = threading.Barrier(2)
+    replies = []
+
+    def call():
+        barrier.wait()
+        replies.append(server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 3, "seed": 1}))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(reply.status for reply in replies) == [200, 503]
+    busy = next(reply for reply in replies if reply.status == 503)
+    assert "another generation is in progress" in assert_error(busy, 503)
+    assert int(busy.headers["Retry-After"]) >= 1
+
+
+def test_status_answers_while_a_generation_runs(server):
+    done = threading.Event()
+    result = []
+
+    def generate():
+        result.append(server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 12, "seed": 3}))
+        done.set()
+
+    thread = threading.Thread(target=generate)
+    thread.start()
+    samples = []  # (latency, body) of /status calls answered before /generate returned
+    while not done.is_set():
+        start = time.perf_counter()
+        reply = server.call("GET", "/status", timeout=30)
+        latency = time.perf_counter() - start
+        if not done.is_set():
+            samples.append((latency, reply.json()))
+        time.sleep(0.05)
+    thread.join()
+    assert result[0].status == 200
+    busy = [body for _, body in samples if body["generating"]]
+    assert busy, "no /status answer arrived while the generation ran"
+    assert all(body["prompt"] == TINY_PROMPT and body["batch"] == 1 and body["current"] == 1
+               and body["total_steps"] == 12 and 0 <= body["step"] <= 12 for body in busy)
+    assert any(body["step"] >= 1 for body in busy)
+    latencies = [latency for latency, body in samples if body["generating"]]
+    print(f"\n/status during generation: {len(latencies)} answers, "
+          f"median {statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+
+
+# -- the job queue -----------------------------------------------------------------
+
+
+def _submit(server, **body) -> str:
+    reply = server.call("POST", "/jobs", {"prompt": TINY_PROMPT, **body})
+    assert reply.status == 202, reply.body
+    created = reply.json()
+    assert created["state"] == "queued" and created["position"] >= 1
+    assert reply.headers["Location"] == created["status_url"] == f"/jobs/{created['id']}"
+    return created["id"]
+
+
+def test_jobs_stream_their_events_in_order(server):
+    first, second = _submit(server, steps=3, seed=11), _submit(server, steps=2, seed=12)
+    for job_id, steps in ((first, 3), (second, 2)):
+        events = list(server.events(job_id))
+        names = [event["event"] for event in events]
+        queued = names.count("queued")
+        assert queued >= 1 and names[:queued] == ["queued"] * queued
+        positions = [event["data"]["position"] for event in events[:queued]]
+        assert positions == sorted(positions, reverse=True) and positions[-1] == 1
+        assert names[queued:] == ["started"] + ["step"] * steps + ["done"]
+        assert [event["data"]["step"] for event in events if event["event"] == "step"] == list(range(1, steps + 1))
+        assert [event["id"] for event in events] == list(range(1, len(events) + 1))
+        result = events[-1]["data"]["result"]
+        assert result["success"] is True and len(result["images"]) == 1
+        job = server.call("GET", f"/jobs/{job_id}").json()
+        assert job["state"] == "done" and job["result"] == result
+        assert job["progress"] == {"step": steps, "total_steps": steps, "current": 1, "batch": 1}
+        assert server.call("GET", f"/images/{result['images'][0]['filename']}").status == 200
+
+
+def test_delete_cancels_the_running_job_only(server):
+    long, short = _submit(server, steps=50, seed=1), _submit(server, steps=2, seed=2)
+    events = server.events(long)
+    for event in events:
+        if event["event"] == "step":
+            break
+    reply = server.call("DELETE", f"/jobs/{long}")
+    assert reply.status in (200, 202) and reply.json()["cancel_requested"] is True
+    rest = list(events)
+    assert rest[-1]["event"] == "error"
+    assert rest[-1]["data"]["state"] == "cancelled" and rest[-1]["data"]["status"] == 499
+    job = server.call("GET", f"/jobs/{long}").json()
+    assert job["state"] == "cancelled" and job["progress"]["step"] < 50 and job["result"] is None
+    assert list(server.events(short))[-1]["event"] == "done"
+
+
+def test_full_queue_answers_503(tiny_engine, tmp_path):
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path, queue_size=1)) as small:
+        running = _submit(small, steps=50)
+        small.wait_until(lambda: small.worker.running is not None, what="the first job to start")
+        queued = _submit(small, steps=2)
+        full = small.call("POST", "/jobs", {"prompt": TINY_PROMPT})
+        assert "queue is full" in assert_error(full, 503)
+        assert int(full.headers["Retry-After"]) >= 1
+        busy = small.call("POST", "/generate", {"prompt": TINY_PROMPT})
+        assert int(busy.headers["Retry-After"]) >= 1 and assert_error(busy, 503)
+        assert small.call("DELETE", f"/jobs/{queued}").json()["state"] == "cancelled"
+        assert small.call("DELETE", f"/jobs/{running}").status in (200, 202)
+        assert list(small.events(running))[-1]["data"]["state"] == "cancelled"
+
+
+def test_a_client_that_disconnects_cancels_its_generation(server):
+    body = json.dumps({"prompt": TINY_PROMPT, "steps": 50, "seed": 5}).encode()
+    before = set(os.listdir(server.config.output_dir))
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    server.wait_until(lambda: server.worker.running is not None and server.worker.running.step >= 1,
+                      what="the generation to start")
+    sock.close()
+    server.wait_until(lambda: server.worker.running is None, timeout=30, what="the generation to stop")
+    job = server.worker.history[-1]
+    assert job.kind == "generate" and job.state == "cancelled"
+    assert job.step < 50
+    assert set(os.listdir(server.config.output_dir)) == before  # nothing was saved
+
+
+# -- what the server refuses ---------------------------------------------------------
+
+
+def test_images_route_serves_only_files_this_server_wrote(server, generated, tmp_path):
+    out = server.config.output_dir
+    written = generated["images"][0]["filename"]
+    (out / "flux2_20250101_000000_deadbeef.png").write_bytes(_png())  # in the folder, not written by it
+    (tmp_path / "secret.png").write_bytes(_png())
+    victim = generated["images"][1]["filename"]  # replaced by a symlink out of the folder
+    (out / victim).unlink()
+    (out / victim).symlink_to(tmp_path / "secret.png")
+    paths = [
+        "/images/flux2_20250101_000000_deadbeef.png",
+        f"/images/{victim}",
+        f"/images/{written.replace('.png', '.prompt')}",
+        f"/images/{written.upper()}",
+        f"/images/{written}.txt",
+        "/images/../../../../etc/passwd",
+        "/images/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/images/..%5C..%5Cwindows%5Cwin.ini",
+        "/images//etc/passwd",
+        "/images/%2Fetc%2Fpasswd",
+        f"/images/{out}/{written}".replace("//", "/"),
+        f"/images/{written}%00.png",
+        "/images/",
+        "/images/nothing-here.png",
+    ]
+    bodies = set()
+    for path in paths:
+        reply = server.call("GET", path)
+        assert reply.status == 404, (path, reply.status)
+        assert_error(reply, 404)
+        bodies.add(reply.body)
+    assert len(bodies) == 1  # the same answer whether or not something exists
+    assert server.call("GET", f"/images/{written}").status == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:2222", "127.0.0.1.evil.example",
+                                  "localhost.evil.example", "192.168.1.10", "0.0.0.0", ""])
+def test_foreign_host_headers_are_refused_while_on_loopback(server, host):
+    for method, path, body in (("GET", "/status", None), ("POST", "/generate", {"prompt": "x"}), ("GET", "/", None)):
+        reply = server.call(method, path, body, headers={"Host": host})
+        assert "localhost" in assert_error(reply, 403)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "127.1.2.3", "app.localhost", "LOCALHOST"])
+def test_loopback_host_headers_are_accepted(server, host):
+    reply = server.call("GET", "/status", headers={"Host": f"{host}:{server.port}"})
+    assert reply.status == 200
+
+
+def test_a_request_without_host_header_is_refused(server):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+        answer = sock.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.0 403") or answer.startswith(b"HTTP/1.1 403")
+
+
+def test_cross_site_requests_are_refused(server):
+    own = f"http://127.0.0.1:{server.port}"
+    refused = [
+        ("POST", "/generate", {"Origin": "http://evil.example"}),
+        ("POST", "/jobs", {"Origin": "null"}),
+        ("POST", "/generate", {"Origin": f"http://127.0.0.1:{server.port + 1}"}),
+        ("POST", "/generate", {"Sec-Fetch-Site": "cross-site"}),
+        ("GET", "/status", {"Origin": "https://evil.example"}),
+        ("GET", "/jobs/x/events", {"Sec-Fetch-Site": "cross-site"}),
+        ("DELETE", "/jobs/x", {"Origin": "http://evil.example"}),
+    ]
+    for method, path, headers in refused:
+        body = {"prompt": "x"} if method == "POST" else None
+        assert_error(server.call(method, path, body, headers=headers), 403)
+    same = server.call("POST", "/generate", {"steps": 1}, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"})
+    assert "prompt is required" in assert_error(same, 400)  # got past the checks
+    navigation = server.call("GET", "/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert navigation.status == 200  # a link from elsewhere may open the UI
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx"])
+def test_posts_need_a_json_content_type(server, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    for path in ("/generate", "/jobs"):
+        reply = server.call("POST", path, raw=b'{"prompt": "x"}', headers=headers)
+        assert "application/json" in assert_error(reply, 415)
+    ok = server.call("POST", "/generate", raw=b'{"steps": 1}',
+                     headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status == 400
+
+
+def test_bodies_over_the_cap_get_413(tiny_engine, tmp_path):
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path, max_body_bytes=64 * 1024)) as small:
+        body = json.dumps({"prompt": "x", "input_image": "A" * 70_000}).encode()
+        message = assert_error(small.call("POST", "/generate", raw=body,
+                                          headers={"Content-Type": "application/json"}), 413)
+        assert "too large" in message
+        conn = small.connection()  # chunked: no Content-Length to look at beforehand
+        conn.putrequest("POST", "/jobs")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        for start in range(0, len(body), 8192):
+            piece = body[start:start + 8192]
+            try:
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        try:
+            conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = conn.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["success"] is False
+        conn.close()
+
+
+def test_the_api_key_guards_everything_but_the_page(tiny_engine, tmp_path):
+    key = "s3cret-key-for-tests"
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path, api_key=key)) as keyed:
+        assert keyed.call("GET", "/").status == 200
+        assert keyed.call("GET", "/static/app.js").status == 200
+        guarded = [("GET", "/status", None), ("GET", "/model-info", None), ("GET", "/openapi.json", None),
+                   ("GET", "/images/flux2_20250101_000000_deadbeef.png", None), ("POST", "/generate", {"prompt": "x"}),
+                   ("POST", "/jobs", {"prompt": "x"}), ("GET", "/jobs/x", None), ("DELETE", "/jobs/x", None),
+                   ("GET", "/jobs/x/events", None)]
+        wrong = [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": key},
+                 {"Authorization": f"Basic {key}"}, {"X-API-Key": key[:-1]}, {"X-API-Key": key + "x"}]
+        for method, path, body in guarded:
+            for headers in wrong:
+                reply = keyed.call(method, path, body, headers=headers)
+                message = assert_error(reply, 401)
+                assert "API key" in message and key not in reply.text
+                assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+        for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}, {"authorization": f"bearer {key}"}):
+            assert keyed.call("GET", "/status", headers=headers).status == 200
+        reply = keyed.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 1}, headers={"X-API-Key": key})
+        assert reply.status == 200
+        image = f"/images/{reply.json()['images'][0]['filename']}"
+        assert keyed.call("GET", image, headers={"Authorization": f"Bearer {key}"}).status == 200
+        assert keyed.call("GET", image).status == 401
+
+
+def test_a_failed_generation_answers_500_without_details(server, tiny_engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA kernel failed in /home/user/secret/model.py")
+
+    monkeypatch.setattr(tiny_engine, "pipe", broken)
+    reply = server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 1})
+    message = assert_error(reply, 500)
+    assert "generation failed" in message and "secret" not in reply.text
+    assert server.call("GET", "/status").json()["generating"] is False
+
+
+def test_unknown_routes_and_methods(server):
+    assert_error(server.call("GET", "/nope"), 404)
+    reply = server.call("DELETE", "/status")
+    assert "GET" in assert_error(reply, 405) and "GET" in reply.headers["Allow"]
+    assert server.call("HEAD", "/status").status == 200
+
+
+def test_openapi_describes_every_route(server):
+    reply = server.call("GET", "/openapi.json")
+    assert reply.status == 200
+    document = reply.json()
+    assert document == json.loads(json.dumps(openapi_document()))
+    routes = set()
+    for route in server.app.router.routes():
+        info = route.resource.get_info()
+        path = info.get("path") or info.get("formatter") or info.get("prefix")
+        if "prefix" in info:
+            path = info["prefix"].rstrip("/") + "/{filename}"
+        if route.method != "HEAD":
+            routes.add((path, route.method.lower()))
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert routes == documented
+    for path in ("/generate", "/jobs"):
+        assert document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    assert set(document["components"]["schemas"]["GenerateRequest"]["properties"]) >= {
+        "prompt", "orientation", "size", "steps", "seed", "batch", "input_image", "strength"}
+
+
+def test_exposure_warning_only_when_reachable_without_a_key():
+    assert ServerConfig(host="127.0.0.1").exposure_warning() is None
+    assert ServerConfig(host="localhost").exposure_warning() is None
+    assert ServerConfig(host="::1").exposure_warning() is None
+    assert "API key" in ServerConfig(host="0.0.0.0").exposure_warning()
+    assert ServerConfig(host="0.0.0.0", api_key="k").exposure_warning() is None
+    assert not ServerConfig(host="0.0.0.0").loopback

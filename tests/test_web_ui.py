@@ -1,0 +1,225 @@
+"""The web UI in headless Chromium (Debian's `chromium`, driven by Playwright), real tiny model.
+
+Screenshots land in test-artifacts/ (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flux2cli.server.config import ServerConfig
+from server_fixtures import TINY_PROMPT, LiveServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+CHROMIUM = os.environ.get("FLUX2_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_engine, tmp_path_factory):
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path_factory.mktemp("ui-out"))) as live:
+        yield live
+
+
+def _page(browser, server, **context_options):
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    requests, problems = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.goto(server.url + "/")
+    # Record every progress text the page shows, to check the bar was fed by the job's events.
+    page.evaluate("""() => {
+        window.__progress = [];
+        new MutationObserver(() => window.__progress.push(document.getElementById('progress-text').textContent))
+            .observe(document.getElementById('progress-text'), {childList: true, characterData: true, subtree: true});
+    }""")
+    return page, requests, problems
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_generate_from_the_page(browser, server):
+    page, requests, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    sync_api.expect(page.locator("#model")).to_have_text("flux2-tiny with local encoder")
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "4")
+    page.click("#dice")
+    seed = page.input_value("#seed")
+    assert re.fullmatch(r"\d+", seed)
+    page.click("#generate")
+    page.wait_for_function("() => /^Step \\d/.test(document.getElementById('progress-text').textContent)",
+                           timeout=120_000)
+    _shot(page, "web-ui-progress.png")
+    card = page.locator(".card").first
+    sync_api.expect(card).to_be_visible(timeout=120_000)
+    sync_api.expect(card.locator(".seed")).to_have_text(seed)
+    sync_api.expect(card.locator(".size")).to_have_text("80 × 48")
+    sync_api.expect(card.locator(".prompt")).to_have_text(TINY_PROMPT)
+    assert "diffusion" in card.locator(".timings").inner_text()
+    assert page.evaluate("() => document.querySelector('.card .image').naturalWidth") == 80
+    download = card.locator("a.download")
+    assert re.fullmatch(r"flux2_\d{8}_\d{6}_[0-9a-f]{8}\.png", download.get_attribute("download"))
+    assert download.get_attribute("href").startswith("blob:")
+    progress = page.evaluate("() => window.__progress")
+    assert any(re.fullmatch(r"Step \d of 4", text) for text in progress), progress
+    assert progress[-1].startswith("Done in")
+    sync_api.expect(page.locator("#generate")).to_be_enabled()
+    assert not problems, problems
+    assert all(url.startswith((server.url, "blob:", "data:")) for url in requests), requests  # offline
+    _shot(page, "web-ui-desktop.png")
+    page.context.close()
+
+
+def test_enter_submits_and_prompts_stay_text(browser, server):
+    page, _, problems = _page(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
+                              has_touch=True, device_scale_factor=2)
+    hostile = '<img src=x onerror="window.__owned=1">' + TINY_PROMPT
+    page.fill("#prompt", hostile)
+    page.fill("#steps", "2")
+    page.fill("#seed", "9007199254740993")  # above 2**53: must survive the trip exactly
+    page.press("#prompt", "Enter")
+    card = page.locator(".card").first
+    sync_api.expect(card).to_be_visible(timeout=120_000)
+    sync_api.expect(card.locator(".prompt")).to_have_text(hostile)
+    sync_api.expect(card.locator(".seed")).to_have_text("9007199254740993")
+    assert page.evaluate("() => window.__owned") is None
+    assert page.locator(".card .prompt img").count() == 0
+    # Nothing overflows a phone-sized screen.
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    assert not problems, problems
+    _shot(page, "web-ui-phone.png")
+    page.context.close()
+
+
+def test_bad_input_shows_an_inline_error(browser, server):
+    page, _, _ = _page(browser, server, viewport={"width": 1280, "height": 820})
+    page.click("#generate")  # no prompt at all: caught in the page
+    sync_api.expect(page.locator("#error")).to_contain_text("Write a prompt first")
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "999")  # the server's answer is shown, in words
+    page.click("#generate")
+    error = page.locator("#error")
+    sync_api.expect(error).to_be_visible()
+    sync_api.expect(error).to_contain_text("steps must be between 1 and 50")
+    sync_api.expect(page.locator("#generate")).to_be_enabled()
+    assert page.locator(".card").count() == 0
+    _shot(page, "web-ui-error.png")
+    page.fill("#steps", "")
+    page.fill("#seed", "12ab")
+    page.click("#generate")
+    sync_api.expect(error).to_contain_text("The seed must be a whole number")
+    page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    sync_api.expect(error).to_contain_text("PNG, JPEG or WebP")
+    page.context.close()
+
+
+def test_reference_image_by_file_picker_shows_strength(browser, server):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (250, 200, 0)).save(buffer, format="PNG")
+    page, _, _ = _page(browser, server, viewport={"width": 1280, "height": 820})
+    assert page.locator("#strength-row").is_hidden()
+    page.set_input_files("#file", files=[{"name": "ref.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    sync_api.expect(page.locator("#preview")).to_be_visible()
+    sync_api.expect(page.locator("#strength-row")).to_be_visible()
+    page.locator("#strength").fill("0.5")
+    sync_api.expect(page.locator("#strength-value")).to_have_text("0.50")
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "1")
+    page.click("#generate")
+    page.wait_for_function("() => document.querySelector('.card') || !document.getElementById('error').hidden",
+                           timeout=120_000)
+    if page.locator(".card").count() == 0:  # an engine without reference support refuses in words
+        sync_api.expect(page.locator("#error")).to_contain_text("not supported yet")
+    else:
+        sync_api.expect(page.locator(".card .size").first).to_have_text("80 × 48")
+    page.click("#clear-image")
+    assert page.locator("#strength-row").is_hidden()
+    page.context.close()
+
+
+def test_the_page_asks_for_the_api_key(browser, tiny_engine, tmp_path):
+    key = "ui-test-key"
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path, api_key=key)) as keyed:
+        page, _, _ = _page(browser, keyed, viewport={"width": 1280, "height": 820})
+        sync_api.expect(page.locator("#key-row")).to_be_visible()
+        sync_api.expect(page.locator("#error")).to_contain_text("needs an API key")
+        page.fill("#api-key", key)
+        page.press("#api-key", "Tab")  # change event
+        sync_api.expect(page.locator("#model")).to_have_text("flux2-tiny with local encoder")
+        page.fill("#prompt", TINY_PROMPT)
+        page.fill("#steps", "1")
+        page.click("#generate")
+        card = page.locator(".card").first
+        sync_api.expect(card).to_be_visible(timeout=120_000)
+        assert page.evaluate("() => document.querySelector('.card .image').naturalWidth") == 80
+        page.context.close()
+
+
+def test_drag_and_drop_sets_the_reference_image(browser, server):
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (0, 120, 250)).save(buffer, format="PNG")
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    page.evaluate("""async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+        const drop = document.getElementById("drop");
+        drop.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        drop.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""", base64.b64encode(buffer.getvalue()).decode())
+    sync_api.expect(page.locator("#preview")).to_be_visible()
+    sync_api.expect(page.locator("#strength-row")).to_be_visible()
+    assert page.evaluate("() => document.getElementById('preview').naturalWidth") == 40
+    assert not problems, problems
+    page.context.close()
+
+
+def test_cancel_stops_the_running_job(browser, server):
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "50")
+    page.click("#generate")
+    page.wait_for_function("() => /^Step \\d/.test(document.getElementById('progress-text').textContent)",
+                           timeout=120_000)
+    page.click("#cancel")
+    sync_api.expect(page.locator("#progress-text")).to_have_text("Cancelled.", timeout=60_000)
+    sync_api.expect(page.locator("#generate")).to_be_enabled()
+    assert page.locator(".card").count() == 0 and page.locator("#error").is_hidden()
+    assert server.worker.history[-1].state == "cancelled"
+    assert not problems, problems
+    page.context.close()
