@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from flux2cli.commands.bench import bench
 from flux2cli.commands.generate import generate
 from flux2cli.commands.info import info
 from flux2cli.commands.repl import repl
@@ -24,6 +25,7 @@ app.command()(generate)
 app.command()(repl)
 app.command()(serve)
 app.command()(info)
+app.command()(bench)
 
 
 def main() -> None:

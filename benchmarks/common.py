@@ -1,0 +1,114 @@
+"""Helpers shared by the benchmarks: robust statistics, interleaving, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def interleave(variants: dict[str, Callable[[int], Any]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Run the variants A B C, C B A, A B C, ... ``rounds`` times each; wall times per variant.
+
+    Alternating the order cancels drift (a background job, thermal state, caches warmed by
+    the previous call) between variants; the callers compare medians, which ignore outliers.
+    ``fn(i)`` gets the round number, so a round can use a fresh prompt or seed.
+    """
+    names = list(variants)
+    for i in range(warmup):
+        for name in names:
+            variants[name](-1 - i)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            elapsed, _ = timed(lambda: variants[name](i))
+            times[name].append(elapsed)
+    return times
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": round(median(values), 5), "min": round(min(values), 5),
+            "max": round(max(values), 5), "n": len(values)}
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    versions = {}
+    from importlib import metadata
+
+    for name in ("torch", "diffusers", "transformers", "typer", "aiohttp"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gb": memory_gb,
+        "gpu": _gpu_name(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "versions": versions,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _gpu_name() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def flux2_executable() -> str:
+    path = BIN / "flux2"
+    if not path.exists():
+        raise SystemExit("flux2 is not installed in this environment: pip install -e .")
+    return str(path)

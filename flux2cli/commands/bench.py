@@ -1,0 +1,83 @@
+"""`flux2 bench`: time a FLUX.2 architecture at its real size with random weights (no download)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+
+ARCHS = "klein-4b|klein-9b|dev|tiny-arch"
+
+
+def bench(
+    arch: Annotated[str, typer.Option(
+        "--arch", "-a", metavar=ARCHS, help="Architecture to build (tiny-arch: a seconds-long smoke run).",
+    )] = "klein-4b",
+    size: Annotated[int, typer.Option("--size", help="Square image side in pixels (multiple of 16).")] = 1024,
+    steps: Annotated[int, typer.Option("--steps", "-s", help="Timed transformer steps.")] = 4,
+    dtype: Annotated[str, typer.Option("--dtype", metavar="auto|bf16|fp32",
+                                       help="auto: bf16 on a GPU, fp32 on the CPU.")] = "auto",
+    quant: Annotated[str, typer.Option("--quant", metavar="none|nf4|gguf-q8",
+                                       help="Quantize the transformer blocks' linears.")] = "none",
+    batch: Annotated[int, typer.Option("--batch", "-n", help="Images per forward pass.")] = 1,
+    compile: Annotated[bool, typer.Option("--compile", help="Compile the repeated blocks (warm-up pays).")] = False,
+    layers: Annotated[Optional[int], typer.Option(
+        "--layers", help="Build at most N double and N single blocks (quick runs, CI).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed passes before timing.")] = 1,
+    vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also build and time the VAE decoder.")] = True,
+    device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="Where to run.")] = "auto",
+    memory: Annotated[Optional[float], typer.Option(
+        "--memory", metavar="GB", help="Plan for this much free memory instead of what the device has.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Measure s/step, s/image, peak memory and TFLOP/s of a FLUX.2 architecture, or say it won't fit."""
+    from flux2cli.bench.runner import BenchOptions, run_bench
+    from flux2cli.commands.console import stderr
+
+    options = BenchOptions(arch=arch, size=size, steps=steps, dtype=dtype, quant=quant, batch=batch,
+                           compile=compile, layers=layers, warmup=warmup, vae=vae, device=device,
+                           memory_gb=memory)
+    options.validate()  # usage errors before the slow torch import
+    with stderr.status("flux2 bench: importing torch…") as status:
+        report = run_bench(options, progress=lambda message: status.update(f"flux2 bench: {message}…"))
+    if json_output:
+        typer.echo(json.dumps(report))
+        return
+    for line in format_report(report):
+        typer.echo(line)
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    blocks, params, memory = report["blocks"], report["params"], report["memory"]
+    timing, tflops, device = report["timing"], report["tflops"], report["device"]
+    depth = f"{blocks['double']} double + {blocks['single']} single blocks"
+    if (blocks["double"], blocks["single"]) != (blocks["full_double"], blocks["full_single"]):
+        depth += f" of {blocks['full_double']} + {blocks['full_single']}"
+    estimate = memory["estimate_gb"]
+    decode = timing["vae_decode_s"]
+    peak = tflops["spec_peak"]
+    ceiling = f"{tflops['measured_gemm']:.3g} TFLOP/s measured GEMM"
+    if peak:
+        ceiling = f"{peak:g} TFLOP/s datasheet peak, {ceiling}"
+    return [
+        f"{report['arch']}: {depth}, {_count(params['transformer'])} transformer parameters "
+        f"(nominal {report['nominal_params']}), VAE {_count(params['vae'])}",
+        f"  {report['size']}x{report['size']}: {report['image_tokens']} image + {report['text_tokens']} text tokens, "
+        f"batch {report['batch']}, {report['dtype']}, quant {report['quant']}"
+        + (", compiled" if report["compile"] else ""),
+        f"  device        {device['name']} ({device['type']})",
+        f"  s/step        {timing['step_s']:.4f} (median of {report['steps']}; warm-up {timing['warmup_s']:.1f} s)",
+        f"  VAE decode    " + ("skipped (--no-vae)" if decode is None else f"{decode:.4f} s"),
+        f"  s/image       {timing['image_s']:.4f} ({report['steps']} steps + decode, per image of the batch)",
+        f"  memory        peak {memory['peak_gb']:.2f} GB ({memory['peak_kind']}, "
+        f"{memory['peak_above_baseline_gb']:.2f} GB above the {memory['baseline_gb']:.2f} GB before building); "
+        f"estimated {estimate['total']:.2f} GB of {memory['free_gb']:.1f} GB free",
+        f"  compute       {report['flops']['per_step'] / 1e12:.4g} TFLOP/step "
+        f"({report['flops']['attention_share']:.0%} attention), achieved {tflops['achieved']:.3g} TFLOP/s "
+        f"vs {ceiling}",
+    ]
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
