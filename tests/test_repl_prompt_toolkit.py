@@ -17,6 +17,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
+from flux2cli.pipeline.encoding import CachedEncoder
 from flux2cli.pipeline.registry import get_model
 from flux2cli.repl.app import HISTORY_FILE, ReplApp, TerminalReader, open_history
 from flux2cli.repl.completion import ReplCompleter
@@ -85,6 +86,8 @@ def read_sidecar(path: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_a_session_generates_repeats_and_changes_settings_with_the_tiny_model(tiny_engine, tmp_path, monkeypatch):
     first, second = "a purple triangle on a yellow background", "a blue square on a white background"
+    # an empty cache of its own: other tests share this engine and may have used these prompts
+    monkeypatch.setattr(tiny_engine, "encoder", CachedEncoder(tiny_engine.encoder.encoder))
     assert not tiny_engine.is_cached(first) and not tiny_engine.is_cached(second)
     encoded = []  # prompts the real text encoder ran on; `same` and `reseed` must not add any
     real_encode = tiny_engine.encoder.encoder.encode

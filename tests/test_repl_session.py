@@ -275,7 +275,7 @@ def test_image_and_strength(tmp_path):
     assert "acts on a reference image" in error(s, "/strength 0.5")
     assert "does not exist" in error(s, f"/image {tmp_path / 'missing.png'}")
     (tmp_path / "notes.txt").write_text("not an image")
-    assert "not a readable" in error(s, f"/image {tmp_path / 'notes.txt'}")
+    assert "is not a PNG, JPEG or WebP image" in error(s, f"/image {tmp_path / 'notes.txt'}")
     reply = s.handle(f'/image "{png}"')
     assert reply.kind == "note" and "strength 0.75 (default)" in reply.text
     request = generate(s, "a cat").request
