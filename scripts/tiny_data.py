@@ -37,7 +37,7 @@ SHAPES: list[str] = ["circle", "square", "triangle"]
 RESOLUTIONS: list[tuple[int, int]] = [(64, 64), (80, 48), (48, 80)]
 
 MARGIN = 6  # pixels of pure background kept around the shape's bounding box
-SIZE_RANGE = (0.40, 0.70)  # shape size as a fraction of the short side
+SIZE_RANGE = (0.50, 0.72)  # shape size as a fraction of the short side: >= 3 latent tokens across
 SUPERSAMPLE = 4  # anti-aliasing factor used when rendering
 
 PROMPT_TEMPLATE = "a {fg} {shape} on a {bg} background"

@@ -37,8 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Passive OpenMP waiting: on a shared 2-core box, spinning OpenMP threads make every parallel
+# region wait for a descheduled sibling (measured: 4.4 s/step instead of 1.4 s under load).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,10 +72,10 @@ VAE_CONFIG = dict(
     out_channels=3,
     down_block_types=("DownEncoderBlock2D",) * 3,
     up_block_types=("UpDecoderBlock2D",) * 3,
-    block_out_channels=(32, 64, 64),
+    block_out_channels=(16, 32, 64),
     layers_per_block=1,
     latent_channels=4,
-    norm_num_groups=16,
+    norm_num_groups=8,
     sample_size=64,
     mid_block_add_attention=False,
     batch_norm_eps=1e-4,
@@ -328,11 +332,24 @@ def time_shift_exp(mu: float, t: torch.Tensor) -> torch.Tensor:
     return math.exp(mu) / (math.exp(mu) + (1.0 / t.clamp_min(1e-6) - 1.0))
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int, final_frac: float = 0.1) -> float:
+def lr_at(step: int, total: int, peak: float, warmup: int, final_frac: float = 0.1, schedule: str = "cosine") -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
     p = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _replan(step: int, elapsed: float, minutes: float, total: int, name: str) -> int:
+    """Wall-clock mode: re-estimate the total step count from the average speed so far, so the
+    LR schedule ends when the time budget does (throughput on a shared box varies)."""
+    per = elapsed / step
+    new = max(step + 1, int(step + (minutes * 60 - elapsed) / per))
+    if total >= 10**9 or abs(new - total) > 0.02 * total:
+        log(f"{name}: {per:.3f} s/step -> planning {new} steps for {minutes} min")
+        return new
+    return total
 
 
 # --------------------------------------------------------------------------- VAE
@@ -349,10 +366,8 @@ def train_vae(vae, args, rng: np.random.Generator, steps: int | None, minutes: f
     step = 0
     ema_loss = None
     while step < total:
-        if steps is None and step == 20:
-            per = (time.time() - t0) / 20
-            total = max(40, int(minutes * 60 / per))
-            log(f"VAE: {per:.3f} s/step -> {total} steps for {minutes} min")
+        if steps is None and step >= 20 and step % 25 == 0:
+            total = _replan(step, time.time() - t0, minutes, total, "VAE")
         w, h = res[step % len(res)]
         imgs, _ = tiny_data.sample_batch(rng, args.vae_batch, w, h)
         x = to_tensor(imgs)
@@ -407,6 +422,46 @@ def vae_stats(vae, rng: np.random.Generator, n_per_res: int) -> tuple[torch.Tens
     return mean, var, acc
 
 
+def finetune_decoder(vae, args, rng: np.random.Generator, steps: int | None, minutes: float | None) -> int:
+    """Refine the decoder (and post_quant_conv) with the encoder frozen: the latents, the bn
+    statistics and therefore the trained transformer stay valid, only reconstructions get sharper."""
+    vae.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + (
+        list(vae.post_quant_conv.parameters()) if vae.post_quant_conv is not None else []
+    )
+    for p in params:
+        p.requires_grad_(True)
+    vae.decoder.train()
+    opt = torch.optim.AdamW(params, lr=args.dec_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    res = tiny_data.RESOLUTIONS
+    t0 = time.time()
+    total = steps if steps is not None else 10**9
+    step, ema_loss = 0, None
+    while step < total:
+        if steps is None and step >= 20 and step % 25 == 0:
+            total = _replan(step, time.time() - t0, minutes, total, "decoder")
+        w, h = res[step % len(res)]
+        imgs, _ = tiny_data.sample_batch(rng, args.vae_batch, w, h)
+        x = to_tensor(imgs)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total if total < 10**9 else 10**6, args.dec_lr, 20)
+        rec = vae.decode(z).sample
+        mse = F.mse_loss(rec, x)
+        loss = mse + 0.5 * (rec - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_loss = loss.item() if ema_loss is None else 0.95 * ema_loss + 0.05 * loss.item()
+        if step % 50 == 0 or step == total - 1:
+            log(f"decoder step {step}/{total} loss {ema_loss:.5f} mse {mse.item():.5f}")
+        step += 1
+    vae.eval().requires_grad_(False)
+    return step
+
+
 # --------------------------------------------------------------------------- transformer
 
 
@@ -443,8 +498,28 @@ def sample_sigmas(rng_t: torch.Generator, b: int, seq_len: int, uniform_frac: fl
     return s
 
 
+@torch.no_grad()
+def build_latent_cache(vae, rng, per_combo: int, bn_mean, bn_std) -> dict:
+    """Pre-encode ``per_combo`` random images of every prompt at every resolution (the VAE
+    is frozen, so encoding once instead of every step saves ~30 % of each DiT step)."""
+    n_combo = len(tiny_data.all_combos())
+    cache = {}
+    for w, h in tiny_data.RESOLUTIONS:
+        idx = np.tile(np.arange(n_combo), per_combo)
+        lat = []
+        for i in range(0, len(idx), 64):
+            combos = tiny_data.all_combos()
+            imgs = np.stack([tiny_data.sample_image(rng, *combos[j], w, h) for j in idx[i : i + 64]])
+            x0, img_ids = latents_for_dit(vae, to_tensor(imgs), bn_mean, bn_std)
+            lat.append(x0)
+        cache[(w, h)] = (torch.cat(lat), torch.from_numpy(idx), img_ids[0])
+        log(f"latent cache {w}x{h}: {tuple(cache[(w, h)][0].shape)}")
+    return cache
+
+
 def train_dit(pipe, prompt_embeds, bn_mean, bn_std, args, rng, steps, minutes, out_dir, info):
     transformer, vae = pipe.transformer, pipe.vae
+    cache = build_latent_cache(vae, rng, args.latent_cache, bn_mean, bn_std) if args.latent_cache > 0 else None
     transformer.train()
     opt = torch.optim.AdamW(
         transformer.parameters(), lr=args.dit_lr, betas=(0.9, 0.99), weight_decay=0.01, eps=1e-8
@@ -461,22 +536,33 @@ def train_dit(pipe, prompt_embeds, bn_mean, bn_std, args, rng, steps, minutes, o
     step = 0
     ema_loss = None
     while step < total:
-        if steps is None and step == 30:
-            per = (time.time() - t0) / 30
-            total = max(60, int(minutes * 60 / per))
-            log(f"DiT: {per:.3f} s/step -> {total} steps for {minutes} min")
+        if steps is None and step >= 25 and step % 25 == 0:
+            if args.dit_schedule == "constant":  # the schedule does not depend on the total: just stop in time
+                if time.time() - t0 >= minutes * 60:
+                    log(f"DiT: time budget reached after {step} steps")
+                    break
+            else:
+                total = _replan(step, time.time() - t0, minutes, total, "DiT")
         w, h = res[step % len(res)]
-        imgs, idx = tiny_data.sample_batch(rng, args.dit_batch, w, h)
-        x0, img_ids = latents_for_dit(vae, to_tensor(imgs), bn_mean, bn_std)
+        if cache is not None:
+            lat, lat_idx, ids1 = cache[(w, h)]
+            pick = torch.from_numpy(rng.integers(0, lat.shape[0], size=args.dit_batch))
+            x0, idx = lat[pick], lat_idx[pick]
+            img_ids = ids1.unsqueeze(0).expand(x0.shape[0], -1, -1)
+        else:
+            imgs, idx = tiny_data.sample_batch(rng, args.dit_batch, w, h)
+            x0, img_ids = latents_for_dit(vae, to_tensor(imgs), bn_mean, bn_std)
+            idx = torch.from_numpy(idx)
         b, L, _ = x0.shape
-        emb = prompt_embeds[torch.from_numpy(idx)]
+        emb = prompt_embeds[idx]
         noise = torch.randn(x0.shape, generator=rng_t)
         sig = sample_sigmas(rng_t, b, L, args.uniform_frac)
         s = sig.view(b, 1, 1)
         xt = (1 - s) * x0 + s * noise
         target = noise - x0
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total if total < 10**9 else 10**6, args.dit_lr, args.warmup)
+            g["lr"] = lr_at(step, total if total < 10**9 else 10**6, args.dit_lr, args.warmup,
+                            schedule=args.dit_schedule)
         pred = transformer(
             hidden_states=xt,
             encoder_hidden_states=emb,
@@ -528,9 +614,22 @@ def main(argv=None):
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--dit-batch", type=int, default=32)
     ap.add_argument("--vae-lr", type=float, default=1e-3)
-    ap.add_argument("--vae-kl", type=float, default=1e-4)
+    ap.add_argument("--vae-kl", type=float, default=1e-5)
     ap.add_argument("--dit-lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--dit-schedule", choices=["constant", "cosine"], default="constant",
+                    help="DiT LR after warmup: constant (+EMA; a run stopped at step k equals --dit-steps k) or cosine")
+    ap.add_argument("--vae-from", default=None,
+                    help="skip VAE training: take the VAE (weights + bn stats) from this pipeline folder")
+    ap.add_argument("--dit-from", default=None,
+                    help="skip DiT training: take the transformer from this pipeline folder")
+    ap.add_argument("--dit-init", default=None,
+                    help="resume: start DiT training from the transformer of this pipeline folder")
+    ap.add_argument("--dec-steps", type=int, default=None, help="decoder refinement steps (encoder frozen)")
+    ap.add_argument("--dec-minutes", type=float, default=8.0, help="decoder refinement minutes (0: skip)")
+    ap.add_argument("--dec-lr", type=float, default=5e-4)
+    ap.add_argument("--latent-cache", type=int, default=24,
+                    help="pre-encoded images per prompt and resolution for the DiT (0: encode every step)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--uniform-frac", type=float, default=0.2)
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
@@ -548,7 +647,8 @@ def main(argv=None):
         return 0
 
     if args.smoke:
-        args.vae_steps, args.dit_steps = 6, 6
+        args.vae_steps, args.dit_steps, args.dec_steps = 6, 6, 4
+        args.latent_cache = 1
         args.vae_batch, args.dit_batch = 4, 4
         args.warmup, args.ckpt_minutes = 2, 0
         n_stats = 32
@@ -563,21 +663,35 @@ def main(argv=None):
     info = {"trained": True, "seed": args.seed, "args": vars(args)}
 
     # ---- VAE
-    rng = np.random.default_rng(args.seed)
-    torch.manual_seed(args.seed + 1)
-    t0 = time.time()
-    vae_steps = train_vae(pipe.vae, args, rng, args.vae_steps, args.vae_minutes)
-    vae_s = time.time() - t0
-    mean, var, rec_acc = vae_stats(pipe.vae, np.random.default_rng(args.seed + 7), n_stats)
-    with torch.no_grad():
-        pipe.vae.bn.running_mean.copy_(mean)
-        pipe.vae.bn.running_var.copy_(var)
-        pipe.vae.bn.num_batches_tracked.fill_(1)
-    log(f"VAE done: {vae_steps} steps in {vae_s:.0f} s; reconstruction scores {rec_acc}")
-    log(f"bn mean {mean.numpy().round(3).tolist()}\nbn var {var.numpy().round(3).tolist()}")
-    info.update(vae_steps=vae_steps, vae_seconds=round(vae_s), vae_reconstruction_scores=rec_acc)
-    if not args.smoke:
-        save_pipeline_atomic(pipe, out_dir, dict(info, dit_steps_done=0))
+    if args.vae_from:
+        from diffusers import AutoencoderKLFlux2
+
+        src = AutoencoderKLFlux2.from_pretrained(args.vae_from, subfolder="vae")
+        assert list(src.config.block_out_channels) == list(pipe.vae.config.block_out_channels), "VAE config mismatch"
+        pipe.vae.load_state_dict(src.state_dict())
+        pipe.vae.eval().requires_grad_(False)
+        mean, var = pipe.vae.bn.running_mean.clone(), pipe.vae.bn.running_var.clone()
+        prev = json.loads((Path(args.vae_from) / "tiny_info.json").read_text())
+        for k in ("vae_steps", "vae_seconds", "vae_reconstruction_scores"):
+            info[k] = prev.get(k)
+        info["vae_from"] = str(args.vae_from)
+        log(f"VAE taken from {args.vae_from} ({info.get('vae_steps')} steps)")
+    else:
+        rng = np.random.default_rng(args.seed)
+        torch.manual_seed(args.seed + 1)
+        t0 = time.time()
+        vae_steps = train_vae(pipe.vae, args, rng, args.vae_steps, args.vae_minutes)
+        vae_s = time.time() - t0
+        mean, var, rec_acc = vae_stats(pipe.vae, np.random.default_rng(args.seed + 7), n_stats)
+        with torch.no_grad():
+            pipe.vae.bn.running_mean.copy_(mean)
+            pipe.vae.bn.running_var.copy_(var)
+            pipe.vae.bn.num_batches_tracked.fill_(1)
+        log(f"VAE done: {vae_steps} steps in {vae_s:.0f} s; reconstruction scores {rec_acc}")
+        log(f"bn mean {mean.numpy().round(3).tolist()}\nbn var {var.numpy().round(3).tolist()}")
+        info.update(vae_steps=vae_steps, vae_seconds=round(vae_s), vae_reconstruction_scores=rec_acc)
+        if not args.smoke:
+            save_pipeline_atomic(pipe, out_dir, dict(info, dit_steps_done=0))
 
     # ---- prompt embeddings (frozen encoder): all 168 prompts, once
     prompts = tiny_data.all_prompts()
@@ -585,15 +699,56 @@ def main(argv=None):
     bn_std = torch.sqrt(var + pipe.vae.config.batch_norm_eps)
 
     # ---- transformer
-    t0 = time.time()
-    ema, dit_steps, _ = train_dit(
-        pipe, prompt_embeds, mean, bn_std, args, np.random.default_rng(args.seed + 2),
-        args.dit_steps, args.dit_minutes, None if args.smoke else out_dir, info,
-    )
-    dit_s = time.time() - t0
-    info.update(dit_steps=dit_steps, dit_seconds=round(dit_s), total_seconds=round(time.time() - t_start))
-    save_with_ema(pipe, ema, out_dir, dict(info, dit_steps_done=dit_steps, final=True))
-    log(f"done: DiT {dit_steps} steps in {dit_s:.0f} s; total {time.time() - t_start:.0f} s -> {out_dir}")
+    if args.dit_from:
+        from diffusers import Flux2Transformer2DModel
+
+        src = Flux2Transformer2DModel.from_pretrained(args.dit_from, subfolder="transformer")
+        pipe.transformer.load_state_dict(src.state_dict())
+        prev = json.loads((Path(args.dit_from) / "tiny_info.json").read_text())
+        for k in ("dit_steps", "dit_seconds", "dit_steps_done"):
+            if k in prev:
+                info[k] = prev[k]
+        info["dit_from"] = str(args.dit_from)
+        log(f"transformer taken from {args.dit_from} ({prev.get('dit_steps_done')} steps)")
+    else:
+        if args.dit_init:
+            from diffusers import Flux2Transformer2DModel
+
+            src = Flux2Transformer2DModel.from_pretrained(args.dit_init, subfolder="transformer")
+            pipe.transformer.load_state_dict(src.state_dict())
+            prev = json.loads((Path(args.dit_init) / "tiny_info.json").read_text())
+            info["dit_init"] = {"from": str(args.dit_init), "steps_before": prev.get("dit_steps_done")}
+            log(f"transformer resumed from {args.dit_init} ({prev.get('dit_steps_done')} steps)")
+        t0 = time.time()
+        ema, dit_steps, _ = train_dit(
+            pipe, prompt_embeds, mean, bn_std, args, np.random.default_rng(args.seed + 2),
+            args.dit_steps, args.dit_minutes, None if args.smoke else out_dir, info,
+        )
+        dit_s = time.time() - t0
+        ema.copy_to(pipe.transformer)  # the saved transformer is the EMA
+        info.update(dit_steps=dit_steps, dit_steps_done=dit_steps, dit_seconds=round(dit_s))
+        log(f"DiT: {dit_steps} steps in {dit_s:.0f} s")
+        if not args.smoke:
+            save_pipeline_atomic(pipe, out_dir, info)
+
+    # ---- decoder refinement (encoder frozen: latents, bn stats and the DiT stay valid)
+    if args.dec_steps or (args.dec_steps is None and args.dec_minutes > 0):
+        # the encoder must stay frozen: its latent statistics, measured on the same images
+        # before and after, must not move (the DiT was trained on them)
+        mean_before, _, _ = vae_stats(pipe.vae, np.random.default_rng(args.seed + 7), n_stats)
+        t0 = time.time()
+        dec_steps = finetune_decoder(
+            pipe.vae, args, np.random.default_rng(args.seed + 3), args.dec_steps, args.dec_minutes
+        )
+        dec_s = time.time() - t0
+        mean2, _, rec_acc = vae_stats(pipe.vae, np.random.default_rng(args.seed + 7), n_stats)
+        assert torch.allclose(mean2, mean_before, atol=1e-4), "encoder changed during decoder refinement"
+        info.update(dec_steps=dec_steps, dec_seconds=round(dec_s), vae_reconstruction_scores_after_dec=rec_acc)
+        log(f"decoder refinement: {dec_steps} steps in {dec_s:.0f} s; reconstruction scores {rec_acc}")
+
+    info.update(final=True, total_seconds=round(time.time() - t_start))
+    save_pipeline_atomic(pipe, out_dir, info)
+    log(f"done in {time.time() - t_start:.0f} s -> {out_dir}")
     return 0
 
 
