@@ -55,18 +55,6 @@ def _data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def _huge_png_header(width: int, height: int) -> bytes:
-    """A valid PNG header claiming enormous dimensions (no pixel data worth decoding)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 # -- the spec's routes ---------------------------------------------------------------
 
 
@@ -118,48 +106,6 @@ def test_generate_returns_the_spec_body_and_serves_the_images(server, generated)
         assert f"# Seed: {image['seed']}" in sidecar.read_text()
 
 
-@pytest.mark.parametrize(("body", "words"), [
-    ({}, "prompt is required"),
-    ({"prompt": None}, "prompt is required"),
-    ({"prompt": "   "}, "prompt is empty"),
-    ({"prompt": 42}, "prompt must be a text string"),
-    ({"prompt": "x" * 4001}, "the limit is 4000"),
-    ({"prompt": "a\x00b"}, "control characters"),
-    ({"prompt": "x", "steps": 0}, "steps must be between"),
-    ({"prompt": "x", "steps": 51}, "steps must be between"),
-    ({"prompt": "x", "steps": "ten"}, "steps must be a whole number"),
-    ({"prompt": "x", "steps": True}, "steps must be a whole number"),
-    ({"prompt": "x", "steps": 2.5}, "steps must be a whole number"),
-    ({"prompt": "x", "batch": 0}, "batch must be between 1 and 4"),
-    ({"prompt": "x", "batch": 5}, "batch must be between 1 and 4"),
-    ({"prompt": "x", "seed": -1}, "seed must be between"),
-    ({"prompt": "x", "seed": "12"}, "seed must be a whole number"),
-    ({"prompt": "x", "orientation": "diagonal"}, "orientation must be one of"),
-    ({"prompt": "x", "orientation": 3}, "orientation must be one of"),
-    ({"prompt": "x", "size": "8mp"}, "size must be one of"),
-    ({"prompt": "x", "strength": 1.5}, "strength must be a number between 0 and 1"),
-    ({"prompt": "x", "strength": "high"}, "strength must be a number between 0 and 1"),
-    ({"prompt": "x", "input_image": "not base64!!"}, "input_image is not valid base64"),
-    ({"prompt": "x", "input_image": 5}, "input_image must be a base64 string"),
-    ({"prompt": "x", "input_image": "data:image/png,abc"}, "must be a base64 data URL"),
-    ({"prompt": "x", "input_image": "data:text/html;base64,PGI+"}, "PNG, JPEG or WebP"),
-    ({"prompt": "x", "input_image": base64.b64encode(b"just some text").decode()}, "is not a PNG, JPEG or WebP"),
-    ({"prompt": "x", "input_images": "abc"}, "input_images must be a list"),
-    ({"prompt": "x", "step": 4}, "unknown field 'step'"),
-    ({"prompt": "x", "width": 80}, "give both width and height"),
-])
-def test_invalid_requests_get_400_with_a_message(server, body, words):
-    for route in ("/generate", "/jobs"):
-        message = assert_error(server.call("POST", route, body), 400)
-        assert words in message, message
-
-
-@pytest.mark.parametrize("raw", [b"{", b"[1, 2]", b'"prompt"', b"\xff\xfe", b'{"prompt": NaN}', b"null"])
-def test_bodies_that_are_not_a_json_object_get_400(server, raw):
-    reply = server.call("POST", "/generate", raw=raw, headers={"Content-Type": "application/json"})
-    assert "JSON" in assert_error(reply, 400)
-
-
 def test_reference_images_are_decoded_and_handed_to_the_engine(server):
     cases = [_data_url(_png()), base64.b64encode(_png(fmt="JPEG")).decode(),
              _data_url(_png(fmt="WEBP"), "image/webp")]
@@ -170,19 +116,6 @@ def test_reference_images_are_decoded_and_handed_to_the_engine(server):
             assert "not supported yet" in assert_error(reply, 400)
         else:
             assert reply.status == 200 and reply.json()["success"] is True
-    refused = [
-        ({"input_image": _data_url(_png(fmt="GIF"), "image/gif")}, "PNG, JPEG or WebP"),
-        ({"input_image": base64.b64encode(_png(fmt="GIF")).decode()}, "is not a PNG, JPEG or WebP"),
-        ({"input_image": _data_url(_huge_png_header(100_000, 100_000))}, "too many pixels"),
-        ({"input_image": _data_url(_huge_png_header(6000, 4000))}, "6000x4000 pixels"),
-        ({"input_image": _data_url(_png()[:40])}, "is not a PNG, JPEG or WebP"),
-        ({"input_image": _data_url(_png()), "strength": 1.5}, "strength must be between 0 and 1"),
-        ({"input_image": _data_url(_png()), "strength": 0}, "strength must be above 0"),
-        ({"input_images": [_data_url(_png())] * 5}, "at most 4 reference images"),
-    ]
-    for extra, words in refused:
-        message = assert_error(server.call("POST", "/generate", {"prompt": "x", **extra}), 400)
-        assert words in message, message
 
 
 def test_a_4mp_png_in_base64_fits_under_the_body_cap(server):
@@ -329,148 +262,9 @@ def test_a_client_that_disconnects_cancels_its_generation(server):
     assert set(os.listdir(server.config.output_dir)) == before  # nothing was saved
 
 
-# -- what the server refuses ---------------------------------------------------------
-
-
-def test_images_route_serves_only_files_this_server_wrote(server, generated, tmp_path):
-    out = server.config.output_dir
-    written = generated["images"][0]["filename"]
-    (out / "flux2_20250101_000000_deadbeef.png").write_bytes(_png())  # in the folder, not written by it
-    (tmp_path / "secret.png").write_bytes(_png())
-    victim = generated["images"][1]["filename"]  # replaced by a symlink out of the folder
-    (out / victim).unlink()
-    (out / victim).symlink_to(tmp_path / "secret.png")
-    paths = [
-        "/images/flux2_20250101_000000_deadbeef.png",
-        f"/images/{victim}",
-        f"/images/{written.replace('.png', '.prompt')}",
-        f"/images/{written.upper()}",
-        f"/images/{written}.txt",
-        "/images/../../../../etc/passwd",
-        "/images/..%2F..%2F..%2Fetc%2Fpasswd",
-        "/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-        "/images/..%5C..%5Cwindows%5Cwin.ini",
-        "/images//etc/passwd",
-        "/images/%2Fetc%2Fpasswd",
-        f"/images/{out}/{written}".replace("//", "/"),
-        f"/images/{written}%00.png",
-        "/images/",
-        "/images/nothing-here.png",
-    ]
-    bodies = set()
-    for path in paths:
-        reply = server.call("GET", path)
-        assert reply.status == 404, (path, reply.status)
-        assert_error(reply, 404)
-        bodies.add(reply.body)
-    assert len(bodies) == 1  # the same answer whether or not something exists
-    assert server.call("GET", f"/images/{written}").status == 200
-
-
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:2222", "127.0.0.1.evil.example",
-                                  "localhost.evil.example", "192.168.1.10", "0.0.0.0", ""])
-def test_foreign_host_headers_are_refused_while_on_loopback(server, host):
-    for method, path, body in (("GET", "/status", None), ("POST", "/generate", {"prompt": "x"}), ("GET", "/", None)):
-        reply = server.call(method, path, body, headers={"Host": host})
-        assert "localhost" in assert_error(reply, 403)
-
-
-@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "127.1.2.3", "app.localhost", "LOCALHOST"])
-def test_loopback_host_headers_are_accepted(server, host):
-    reply = server.call("GET", "/status", headers={"Host": f"{host}:{server.port}"})
-    assert reply.status == 200
-
-
-def test_a_request_without_host_header_is_refused(server):
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(b"GET /status HTTP/1.0\r\n\r\n")
-        answer = sock.makefile("rb").read()
-    assert answer.startswith(b"HTTP/1.0 403") or answer.startswith(b"HTTP/1.1 403")
-
-
-def test_cross_site_requests_are_refused(server):
-    own = f"http://127.0.0.1:{server.port}"
-    refused = [
-        ("POST", "/generate", {"Origin": "http://evil.example"}),
-        ("POST", "/jobs", {"Origin": "null"}),
-        ("POST", "/generate", {"Origin": f"http://127.0.0.1:{server.port + 1}"}),
-        ("POST", "/generate", {"Sec-Fetch-Site": "cross-site"}),
-        ("GET", "/status", {"Origin": "https://evil.example"}),
-        ("GET", "/jobs/x/events", {"Sec-Fetch-Site": "cross-site"}),
-        ("DELETE", "/jobs/x", {"Origin": "http://evil.example"}),
-    ]
-    for method, path, headers in refused:
-        body = {"prompt": "x"} if method == "POST" else None
-        assert_error(server.call(method, path, body, headers=headers), 403)
-    same = server.call("POST", "/generate", {"steps": 1}, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"})
-    assert "prompt is required" in assert_error(same, 400)  # got past the checks
-    navigation = server.call("GET", "/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
-    assert navigation.status == 200  # a link from elsewhere may open the UI
-
-
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/jsonx"])
-def test_posts_need_a_json_content_type(server, content_type):
-    headers = {"Content-Type": content_type} if content_type else {}
-    for path in ("/generate", "/jobs"):
-        reply = server.call("POST", path, raw=b'{"prompt": "x"}', headers=headers)
-        assert "application/json" in assert_error(reply, 415)
-    ok = server.call("POST", "/generate", raw=b'{"steps": 1}',
-                     headers={"Content-Type": "application/json; charset=utf-8"})
-    assert ok.status == 400
-
-
-def test_bodies_over_the_cap_get_413(tiny_engine, tmp_path):
-    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path, max_body_bytes=64 * 1024)) as small:
-        body = json.dumps({"prompt": "x", "input_image": "A" * 70_000}).encode()
-        message = assert_error(small.call("POST", "/generate", raw=body,
-                                          headers={"Content-Type": "application/json"}), 413)
-        assert "too large" in message
-        conn = small.connection()  # chunked: no Content-Length to look at beforehand
-        conn.putrequest("POST", "/jobs")
-        conn.putheader("Content-Type", "application/json")
-        conn.putheader("Transfer-Encoding", "chunked")
-        conn.endheaders()
-        for start in range(0, len(body), 8192):
-            piece = body[start:start + 8192]
-            try:
-                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-            except (BrokenPipeError, ConnectionResetError):
-                break
-        try:
-            conn.send(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        response = conn.getresponse()
-        assert response.status == 413
-        assert json.loads(response.read())["success"] is False
-        conn.close()
-
-
-def test_the_api_key_guards_everything_but_the_page(tiny_engine, tmp_path):
-    key = "s3cret-key-for-tests"
-    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path, api_key=key)) as keyed:
-        assert keyed.call("GET", "/").status == 200
-        assert keyed.call("GET", "/static/app.js").status == 200
-        guarded = [("GET", "/status", None), ("GET", "/model-info", None), ("GET", "/openapi.json", None),
-                   ("GET", "/images/flux2_20250101_000000_deadbeef.png", None), ("POST", "/generate", {"prompt": "x"}),
-                   ("POST", "/jobs", {"prompt": "x"}), ("GET", "/jobs/x", None), ("DELETE", "/jobs/x", None),
-                   ("GET", "/jobs/x/events", None)]
-        wrong = [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": key},
-                 {"Authorization": f"Basic {key}"}, {"X-API-Key": key[:-1]}, {"X-API-Key": key + "x"}]
-        for method, path, body in guarded:
-            for headers in wrong:
-                reply = keyed.call(method, path, body, headers=headers)
-                message = assert_error(reply, 401)
-                assert "API key" in message and key not in reply.text
-                assert reply.headers["WWW-Authenticate"].startswith("Bearer")
-        for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}, {"authorization": f"bearer {key}"}):
-            assert keyed.call("GET", "/status", headers=headers).status == 200
-        reply = keyed.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 1}, headers={"X-API-Key": key})
-        assert reply.status == 200
-        image = f"/images/{reply.json()['images'][0]['filename']}"
-        assert keyed.call("GET", image, headers={"Authorization": f"Bearer {key}"}).status == 200
-        assert keyed.call("GET", image).status == 401
+# -- errors ---------------------------------------------------------------------------
+# What the server refuses (bad fields, bodies, images, paths, hosts, origins, keys) is
+# catalogued in tests/abuse/.
 
 
 def test_a_failed_generation_answers_500_without_details(server, tiny_engine, monkeypatch):

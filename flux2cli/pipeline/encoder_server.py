@@ -93,7 +93,9 @@ def _authorized(request: web.Request, api_key: str | None) -> bool:
         return True
     header = request.headers.get("Authorization", "")
     given = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
-    return hmac.compare_digest(given.encode(), api_key.encode())
+    # surrogateescape: aiohttp keeps undecodable header bytes as surrogates; they must
+    # compare unequal, not raise.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), api_key.encode("utf-8"))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -122,6 +124,8 @@ async def predict(request: web.Request) -> web.Response:
         return _error(400, 'missing "prompt" (a string)')
     if len(prompt) > service.max_prompt_chars:
         return _error(400, f"prompt over {service.max_prompt_chars} characters")
+    if not _is_unicode_text(prompt):
+        return _error(400, "prompt is not valid Unicode text (it has unpaired surrogates)")
     try:
         async with service.lock:
             tensor = await asyncio.to_thread(service.encode, prompt)
@@ -132,6 +136,15 @@ async def predict(request: web.Request) -> web.Response:
         return _error(500, "encoding failed; see the server log")
     return web.Response(body=await asyncio.to_thread(_to_safetensors, tensor), content_type=SAFETENSORS_TYPE,
                         headers={"X-Flux2-Model": service.spec.name})
+
+
+def _is_unicode_text(text: str) -> bool:
+    """JSON may carry lone surrogates; tokenizers fail on them with a TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _to_safetensors(tensor: Any) -> bytes:

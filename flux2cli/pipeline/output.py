@@ -125,7 +125,11 @@ def save_image(
     full["total"] = full["encoding"] + full["diffusion"] + save_seconds
     sidecar = path.with_suffix(".prompt")
     text = sidecar_text(request, seed, full).encode("utf-8")
-    atomic_write(sidecar, lambda handle: handle.write(text))
+    try:
+        atomic_write(sidecar, lambda handle: handle.write(text))
+    except BaseException:
+        path.unlink(missing_ok=True)  # the pair lands whole or not at all
+        raise
     return SavedImage(path=path, sidecar=sidecar, seed=seed, timings=full)
 
 

@@ -7,21 +7,28 @@ untrusted input:
 
 * safetensors are parsed as such; a torch file is read with ``weights_only=True`` (tensors
   and plain containers only) — nothing is ever unpickled;
-* the body is capped in size and the request times out;
+* the body is capped in size, and the whole exchange has one deadline (a server that
+  drips a byte at a time cannot hold a generation past it);
+* redirects are not followed, so the token never travels to another address;
 * 503 (busy, starting, paused) is retried with back-off, honouring ``Retry-After``;
 * the tensor's dtype, shape and finiteness are checked before the pipeline sees it.
 
 Tokens: the Hugging Face token goes only to Hugging Face hosts. Any other endpoint gets
 ``FLUX2_ENCODER_TOKEN`` (the ``--api-key`` of a self-hosted encoder), so pointing
-``--remote-encoder`` at a third party never leaks the user's hub credentials.
+``--remote-encoder`` at a third party never leaks the user's hub credentials. Error
+messages quote an endpoint's answer only as one short line, with the token blanked out
+and tracebacks dropped: they reach web clients of ``flux2 serve``.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
+import socket
 import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,7 +66,9 @@ def token_for(url: str) -> str | None:
             return get_token()
         except Exception:  # noqa: BLE001 - no token is a normal state
             return os.environ.get("HF_TOKEN")
-    return os.environ.get("FLUX2_ENCODER_TOKEN") or None
+    from flux2cli.settings import resolve
+
+    return resolve("encoder_token")
 
 
 def is_huggingface_url(url: str) -> bool:
@@ -117,6 +126,13 @@ class RemoteTextEncoder:
         tensor = check_embeddings(tensor, sequence_length, self.embed_dim, where=self._where)
         return tensor.to(device=self.device, dtype=self.dtype or tensor.dtype)
 
+    def _failure(self, error: Exception, reason: Any) -> str:
+        if isinstance(error, http.client.HTTPException):  # a garbled status line, headers or body
+            return f"{self._where} sent a malformed HTTP answer ({type(error).__name__})"
+        if isinstance(error, urllib.error.URLError):
+            return f"{self._where} cannot be reached ({reason})"
+        return f"{self._where} failed ({type(error).__name__})"
+
     @property
     def _where(self) -> str:
         parsed = urlparse(self.url)
@@ -131,29 +147,103 @@ class RemoteTextEncoder:
         wait = retry.backoff
         for attempt in range(1, retry.attempts + 1):
             request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
-                    return _read_capped(response, cap, timeout, self._where)
-            except urllib.error.HTTPError as error:
-                if error.code == 503 and attempt < retry.attempts:
-                    time.sleep(_retry_after(error, wait, retry.max_wait))
-                    wait = min(wait * 2, retry.max_wait)
-                    continue
-                raise EncoderError(_http_error_message(error, self._where, self.token)) from None
-            except TimeoutError as error:  # socket.timeout is TimeoutError since Python 3.10
-                raise EncoderError(f"{self._where} did not answer within {timeout:g} s") from error
-            except urllib.error.URLError as error:
-                reason = getattr(error, "reason", error)
-                if isinstance(reason, TimeoutError):
-                    raise EncoderError(f"{self._where} did not answer within {timeout:g} s") from error
-                if attempt < retry.attempts and isinstance(reason, ConnectionResetError):
-                    time.sleep(wait)
-                    wait = min(wait * 2, retry.max_wait)
-                    continue
-                raise EncoderError(f"{self._where} cannot be reached ({reason})") from error
-            except (ConnectionError, OSError) as error:
-                raise EncoderError(f"{self._where} failed ({type(error).__name__})") from error
+            with _Deadline(timeout) as deadline:
+                try:
+                    with _opener(deadline).open(request, timeout=timeout) as response:
+                        body = _read_capped(response, cap, self._where)
+                    if not deadline.expired:
+                        return body
+                    raise TimeoutError  # the answer was cut off at the deadline
+                except urllib.error.HTTPError as error:
+                    if error.code == 503 and attempt < retry.attempts:
+                        time.sleep(_retry_after(error, wait, retry.max_wait))
+                        wait = min(wait * 2, retry.max_wait)
+                        continue
+                    raise EncoderError(_http_error_message(error, self._where, self.token)) from None
+                except (OSError, http.client.HTTPException, EncoderError) as error:
+                    reason = getattr(error, "reason", error)  # URLError wraps the socket's error
+                    if isinstance(reason, ConnectionResetError) and not deadline.expired and attempt < retry.attempts:
+                        time.sleep(wait)
+                        wait = min(wait * 2, retry.max_wait)
+                        continue
+                    if deadline.expired or isinstance(reason, TimeoutError):
+                        raise EncoderError(f"{self._where} did not answer within {timeout:g} s") from error
+                    if isinstance(error, EncoderError):
+                        raise
+                    raise EncoderError(self._failure(error, reason)) from error
         raise EncoderError(f"{self._where} kept answering 503 (busy or paused)")  # pragma: no cover
+
+
+class _Deadline:
+    """Shuts the request's sockets down once ``seconds`` have passed.
+
+    Socket timeouts bound each read, not their sum: without this, an endpoint sending one
+    byte just inside the timeout would hold the generation (and its lock) indefinitely.
+    """
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read in the requesting thread
+    except OSError:
+        pass
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects surface as HTTPError: urllib would forward the Authorization header."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's usual opener (proxies included), without redirects, its sockets watched."""
+
+    class HTTPConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class HTTPSConnection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(HTTPConnection, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(HTTPSConnection, req, context=self._context)
+
+    return urllib.request.build_opener(HTTPHandler(), HTTPSHandler(), _RefuseRedirects())
 
 
 def _retry_after(error: urllib.error.HTTPError, default: float, cap: float) -> float:
@@ -165,17 +255,9 @@ def _retry_after(error: urllib.error.HTTPError, default: float, cap: float) -> f
 
 
 def _http_error_message(error: urllib.error.HTTPError, where: str, token: str | None) -> str:
-    detail = ""
-    try:
-        text = error.read(2048).decode("utf-8", "replace")
-        try:
-            parsed = json.loads(text)
-            text = str(parsed.get("error") or parsed.get("detail") or parsed) if isinstance(parsed, dict) else text
-        except ValueError:
-            pass
-        detail = " ".join(text.split())[:160]
-    except Exception:  # noqa: BLE001 - the status is enough
-        pass
+    detail = _answer_detail(error, token)
+    if 300 <= error.code < 400:
+        return f"{where} answered a redirect ({error.code}); give --remote-encoder the final URL"
     if error.code in (401, 403):
         fix = ("log in with `hf auth login` or set HF_TOKEN" if token is None
                else "check the token (HF_TOKEN, or FLUX2_ENCODER_TOKEN for a self-hosted encoder)")
@@ -185,11 +267,30 @@ def _http_error_message(error: urllib.error.HTTPError, where: str, token: str | 
     return f"{where} answered {error.code}{': ' + detail if detail else ''}"
 
 
-def _read_capped(response: Any, cap: int, timeout: float, where: str) -> bytes:
+def _answer_detail(error: urllib.error.HTTPError, token: str | None) -> str:
+    """One short line of the endpoint's error text, safe to show to our own clients."""
+    try:
+        text = error.read(2048).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - the status is enough
+        return ""
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, dict):
+            text = str(parsed.get("error") or parsed.get("detail") or "")
+    except ValueError:
+        pass
+    if "Traceback" in text or "File \"" in text:
+        return ""  # another program's internals: its log is the place for them
+    line = text.strip().split("\n", 1)[0]
+    if token:
+        line = line.replace(token, "***")  # an endpoint that echoes credentials must not spread them
+    return " ".join(line.split())[:160]
+
+
+def _read_capped(response: Any, cap: int, where: str) -> bytes:
     length = response.headers.get("Content-Length")
     if length is not None and length.isdigit() and int(length) > cap:
         raise EncoderError(f"{where} sent {int(length)} bytes, more than the {cap}-byte limit for embeddings")
-    deadline = time.monotonic() + timeout
     chunks, total = [], 0
     while True:
         chunk = response.read(min(1 << 20, cap + 1 - total))
@@ -199,8 +300,8 @@ def _read_capped(response: Any, cap: int, timeout: float, where: str) -> bytes:
         total += len(chunk)
         if total > cap:
             raise EncoderError(f"{where} sent more than the {cap}-byte limit for embeddings")
-        if time.monotonic() > deadline:
-            raise EncoderError(f"{where} did not finish answering within {timeout:g} s")
+    if length is not None and length.isdigit() and total < int(length):
+        raise EncoderError(f"{where} closed the connection after {total} of {int(length)} bytes")
     return b"".join(chunks)
 
 

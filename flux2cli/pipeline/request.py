@@ -157,6 +157,10 @@ def _prompt(value: Any) -> str:
         raise InvalidRequest(f"prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
     if any(ord(ch) < 32 and ch not in _ALLOWED_CONTROL for ch in text):
         raise InvalidRequest("prompt contains control characters (such as NUL); remove them")
+    try:  # JSON "\ud800" or undecodable argv bytes; the tokenizer and the sidecar would choke later
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("prompt is not valid Unicode text (it has unpaired surrogates)") from None
     return text
 
 
