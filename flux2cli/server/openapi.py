@@ -187,12 +187,118 @@ _PATHS: dict[str, Any] = {
 }
 
 
+# -- additions: OpenAI's Images API (flux2cli/server/openai_api.py) ----------------------
+
+_OPENAI_ERROR = _json(_ref("OpenAIError"), "Error, in OpenAI's shape")
+_OPENAI_ERRORS = {
+    "400": _json(_ref("OpenAIError"), "Invalid request; `param` names the field"),
+    "401": _json(_ref("OpenAIError"), "An API key is set and the request did not carry it (code invalid_api_key)"),
+    "403": _json(_ref("OpenAIError"), "Host is not a loopback name while bound to loopback, or a cross-site request"),
+    "404": _json(_ref("OpenAIError"), "`model` names another model than the one loaded (code model_not_found)"),
+    "413": _json(_ref("OpenAIError"), "The request body is larger than the cap"),
+    "415": _json(_ref("OpenAIError"), "Wrong Content-Type"),
+    "500": _json(_ref("OpenAIError"), "The generation failed"),
+    "503": {**_json(_ref("OpenAIError"), "The queue is full or the server is shutting down"),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
+}
+_OPENAI_COMMON = {
+    "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+    "model": {"type": "string", "description": "The loaded model's name, alias or display name; OpenAI's "
+                                               "names (dall-e-*, gpt-image-*) also mean the loaded model"},
+    "n": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 1,
+          "description": "Images in one batch; image i uses seed+i"},
+    "size": {"type": "string", "default": "auto", "examples": ["auto", "1024x1024", "1344x768"],
+             "description": "WIDTHxHEIGHT, multiples of 16 within the model's 4 MP limit, or auto"},
+    "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
+    "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"], "default": "png"},
+    "output_compression": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100,
+                           "description": "JPEG / WebP quality"},
+    "background": {"type": "string", "enum": ["auto", "opaque"]},
+    "stream": {"const": False},
+    "seed": {"type": "integer", "minimum": 0, "description": "Addition: random when absent"},
+    "steps": {"type": "integer", "description": "Addition: default and range from the loaded model"},
+    "guidance": {"type": "number", "description": "Addition: ignored by distilled models"},
+    "partial_images": {"const": 0},
+    **{name: {"description": "Accepted and ignored"} for name in ("quality", "style", "user", "moderation",
+                                                                   "safety_identifier")},
+}
+_SCHEMAS.update({
+    "OpenAIImageGenerationRequest": {
+        "type": "object", "required": ["prompt"], "additionalProperties": False,
+        "description": "size auto = the model's square 1 MP",
+        "properties": _OPENAI_COMMON,
+    },
+    "OpenAIImageEditRequest": {
+        "type": "object", "required": ["prompt", "image"], "additionalProperties": False,
+        "description": "The images become reference images; size auto = the orientation nearest the first "
+                       "image's shape, at 1 MP",
+        "properties": {
+            **_OPENAI_COMMON,
+            "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP file"},
+            "image[]": {"type": "array", "maxItems": 4, "items": {"type": "string", "format": "binary"}},
+            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75,
+                         "description": "Addition: as in POST /generate"},
+            "input_fidelity": {"description": "Accepted and ignored"},
+        },
+    },
+    "OpenAIImagesResponse": {
+        "type": "object", "required": ["created", "data"],
+        "properties": {
+            "created": {"type": "integer"},
+            "data": {"type": "array", "items": {"type": "object", "properties": {
+                "b64_json": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+                "revised_prompt": {"type": "string"}}}},
+            "output_format": {"type": "string"},
+            "size": {"type": "string"},
+        },
+    },
+    "OpenAIModel": {
+        "type": "object", "required": ["id", "object", "created", "owned_by"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                       "owned_by": {"type": "string"}},
+    },
+    "OpenAIModelList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("OpenAIModel")}},
+    },
+    "OpenAIError": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"], "properties": {
+            "message": {"type": "string"}, "type": {"type": "string"},
+            "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
+    },
+})
+_IMAGES = _json(_ref("OpenAIImagesResponse"), "The images, saved like every other generation's")
+_PATHS.update({
+    "/v1/images/generations": {"post": {
+        "summary": "OpenAI Images API: generate (waits in the job queue)", "tags": ["OpenAI"],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("OpenAIImageGenerationRequest")}}},
+        "responses": {"200": _IMAGES, **_OPENAI_ERRORS}}},
+    "/v1/images/edits": {"post": {
+        "summary": "OpenAI Images API: edit, the images as references (waits in the job queue)", "tags": ["OpenAI"],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": _ref("OpenAIImageEditRequest")}}},
+        "responses": {"200": _IMAGES, **_OPENAI_ERRORS}}},
+    "/v1/models": {"get": {"summary": "OpenAI Models API: the loaded model", "tags": ["OpenAI"],
+                           "responses": {"200": _json(_ref("OpenAIModelList"), "One model"),
+                                         "401": _OPENAI_ERRORS["401"], "403": _OPENAI_ERRORS["403"]}}},
+    "/v1/models/{model}": {"get": {
+        "summary": "OpenAI Models API: the loaded model by any of its names", "tags": ["OpenAI"],
+        "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": _json(_ref("OpenAIModel"), "The model"), "404": _OPENAI_ERROR,
+                      "401": _OPENAI_ERRORS["401"], "403": _OPENAI_ERRORS["403"]}}},
+})
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "flux2cli server", "version": _version,
                  "description": "The FLUX.2 REST API of the reference, plus a job queue with progress "
-                                "events. Errors are always {\"success\": false, \"error\": \"...\"}."},
+                                "events. Errors are always {\"success\": false, \"error\": \"...\"}, "
+                                "except under /v1/ (OpenAI's Images API), where they take OpenAI's "
+                                "shape {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
         "paths": _PATHS,
         "components": {
             "schemas": _SCHEMAS,

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from aiohttp import web
 
+from flux2cli.server.openai_api import setup_openai_routes
 from flux2cli.server.openapi import openapi_document
 from flux2cli.server.payload import generation_request, read_json_object
 from flux2cli.server.responses import json_response
 from flux2cli.server.state import CONFIG, ENGINE, WORKER
+from flux2cli.server.waiting import wait_for_job
 from flux2cli.server.worker import Job
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 IMAGE_NAME = re.compile(r"flux2_\d{8}_\d{6}_[0-9a-f]{8}\.png")
-DISCONNECT_POLL_SECONDS = 0.25  # how often /generate checks that its client is still there
 SSE_KEEPALIVE_SECONDS = 15.0
 
 
@@ -35,6 +36,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/jobs/{job_id}", delete_job, name="job-delete")
     app.router.add_get("/jobs/{job_id}/events", job_events, name="job-events")
     app.router.add_get("/openapi.json", openapi, name="openapi")
+    setup_openai_routes(app)  # additions: OpenAI's Images API under /v1/
 
 
 # -- the spec's routes -------------------------------------------------------------
@@ -51,15 +53,7 @@ async def generate(request: web.Request) -> web.Response:
     worker.check_can_generate_now()  # answer 503 before reading a large upload
     body = await read_json_object(request)
     job = worker.submit(await generation_request(body, request.app[ENGINE].spec), exclusive=True)
-    try:
-        while not await job.wait_finished(DISCONNECT_POLL_SECONDS):
-            if _client_gone(request):
-                worker.cancel(job)  # stops at the next step; nobody will read the answer
-    except asyncio.CancelledError:  # the server cancels handlers whose client disconnected
-        worker.cancel(job)
-        raise
-    if job.error is not None:
-        raise job.error
+    await wait_for_job(request, job)
     return json_response(job.result)
 
 
@@ -97,11 +91,6 @@ def _read_regular_file(path: Path) -> bytes | None:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return None
         return handle.read()
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 # -- additions: the job queue ------------------------------------------------------

@@ -1,8 +1,10 @@
 """Safe defaults, as middlewares: errors as JSON, Host, Origin, API key, content type, body cap.
 
 Order (outermost first): every refusal and every exception becomes the spec's JSON error
-body; then the DNS-rebinding Host check (only while bound to loopback); then cross-site
-Origin / Sec-Fetch-Site; then the API key; then the JSON content type and the body cap.
+body (OpenAI's error shape under /v1/); then the DNS-rebinding Host check (only while bound
+to loopback); then cross-site Origin / Sec-Fetch-Site; then the API key; then the JSON
+content type (multipart for OpenAI's image edits) and the body cap; last, a static name
+that is no file of the UI becomes the same JSON 404 as every other miss.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from aiohttp import hdrs, web
 
 from flux2cli.errors import Busy, Flux2Error
 from flux2cli.server.config import is_loopback_name
+from flux2cli.server.openai_compat import MULTIPART_PATHS, is_openai_path, openai_error_response
 from flux2cli.server.responses import error_response
+from flux2cli.server.routes import STATIC_DIR
 from flux2cli.server.state import CONFIG, WORKER
 
 log = logging.getLogger("flux2cli.server")
@@ -37,12 +41,23 @@ def is_public(request: web.Request) -> bool:
 
 
 def host_name(host_header: str) -> str:
-    """The name part of a Host header (``[::1]:2222`` → ``[::1]``, ``a:80`` → ``a``)."""
+    """The name part of a Host header (``[::1]:2222`` → ``[::1]``, ``a:80`` → ``a``).
+
+    Anything after the name but a numeric port makes the header unusable (``""``): a
+    lenient split would read ``127.0.0.1:80@evil.example`` as loopback.
+    """
     host = host_header.strip()
     if host.startswith("["):
         end = host.find("]")
-        return host[: end + 1] if end != -1 else ""
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        name, rest = (host[: end + 1], host[end + 1:]) if end != -1 else ("", "")
+    elif host.count(":") == 1:
+        name, rest = host.split(":")[0], host[host.index(":"):]
+    else:
+        name, rest = host, ""
+    port = rest[1:]
+    if rest and not (rest.startswith(":") and (port == "" or (port.isascii() and port.isdigit()))):
+        return ""
+    return name
 
 
 @web.middleware
@@ -57,15 +72,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status == 413:
             limit = request.app[CONFIG].max_body_bytes / (1024 * 1024)
             message = f"the request body is too large; the limit is {limit:g} MB"
-        return error_response(error, message=message)
+        return _error_response(request, error, message=message)
     except Flux2Error as error:
         retry_after = request.app[WORKER].retry_after() if isinstance(error, Busy) else None
-        return error_response(error, retry_after=retry_after)
+        return _error_response(request, error, retry_after=retry_after)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as error:
         log.exception("unexpected error answering %s %s", request.method, request.path)
-        return error_response(error)
+        return _error_response(request, error)
+
+
+def _error_response(request: web.Request, error: BaseException, **options) -> web.Response:
+    """OpenAI's clients read only OpenAI's error shape, so its routes answer in that."""
+    shape = openai_error_response if is_openai_path(request.path) else error_response
+    return shape(error, **options)
 
 
 @web.middleware
@@ -111,7 +132,10 @@ def _key_matches(request: web.Request, key: str) -> bool:
 async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bodies are JSON (415 otherwise) and no larger than the cap (413, also while reading)."""
     if request.method in _BODY_METHODS and request.match_info.http_exception is None:
-        if request.content_type != "application/json":
+        if request.path in MULTIPART_PATHS:
+            if request.content_type != "multipart/form-data":
+                raise web.HTTPUnsupportedMediaType(text="send this request as multipart/form-data")
+        elif request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType()
         if request.content_length is not None and request.content_length > request.app[CONFIG].max_body_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=request.app[CONFIG].max_body_bytes,
@@ -119,7 +143,23 @@ async def body_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-MIDDLEWARES = (error_middleware, host_middleware, origin_middleware, api_key_middleware, body_middleware)
+@web.middleware
+async def static_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's file response finds a missing file only while sending, and then answers an
+    empty 404; checking first keeps every refusal the spec's JSON body."""
+    if request.method in _SAFE_METHODS and request.path.startswith("/static/"):
+        if not _is_static_file(request.match_info.get("filename", "")):
+            raise web.HTTPNotFound()
+    return await handler(request)
+
+
+def _is_static_file(name: str) -> bool:
+    path = (STATIC_DIR / name).resolve()
+    return path.is_relative_to(STATIC_DIR) and path.is_file()
+
+
+MIDDLEWARES = (error_middleware, host_middleware, origin_middleware, api_key_middleware, body_middleware,
+               static_middleware)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

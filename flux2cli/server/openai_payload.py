@@ -1,0 +1,255 @@
+"""OpenAI Images API bodies turned into the one validated ``GenerationRequest``.
+
+This module translates OpenAI's names (``n``, ``size`` as "WxH", ``output_format``) and
+checks what only this API has; every value that reaches the generation is then checked
+by ``GenerationRequest.create`` like any other front end's, and its messages come back
+with the OpenAI field they concern as ``param``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import BodyPartReader, hdrs, web
+
+from flux2cli.errors import InvalidRequest, UnknownModel
+from flux2cli.pipeline.images import decode_image_bytes
+from flux2cli.pipeline.registry import BASE_SIZES, ModelSpec, get_model
+from flux2cli.pipeline.request import MAX_BATCH, ORIENTATIONS, GenerationRequest, ReferenceImage
+from flux2cli.server.openai_compat import OpenAIRequestError
+from flux2cli.server.payload import MAX_REFERENCE_IMAGES
+
+RESPONSE_FORMATS = ("b64_json", "url")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+# OpenAI fields that change nothing for FLUX.2; accepted so that clients sending them work.
+IGNORED_FIELDS = ("quality", "style", "user", "safety_identifier", "moderation", "input_fidelity")
+OPENAI_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression",
+                 "background", "stream", "partial_images")
+EXTENSION_FIELDS = ("seed", "steps", "guidance")  # flux2cli's own, sent through a client's extra_body
+GENERATION_FIELDS = OPENAI_FIELDS + IGNORED_FIELDS + EXTENSION_FIELDS
+EDIT_FIELDS = GENERATION_FIELDS + ("strength",)
+# Clients configured for OpenAI send its model names; they mean "the image model here".
+OPENAI_MODEL_PREFIXES = ("dall-e", "gpt-image", "chatgpt-image")
+
+_SIZE = re.compile(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*")
+_IMAGE_FIELD = re.compile(r"image(\[\d{0,2}\])?")
+_FORM_NUMBERS = {"n": int, "seed": int, "steps": int, "output_compression": int, "partial_images": int,
+                 "guidance": float, "strength": float}
+MAX_FORM_PARTS = 32
+_PLAIN_TRANSFER = ("binary", "8bit", "7bit")
+# What GenerationRequest's messages start with -> the OpenAI field they are about.
+_PARAM_OF = {"prompt": "prompt", "steps": "steps", "seed": "seed", "guidance": "guidance",
+             "strength": "strength", "batch": "n", "width": "size", "height": "size"}
+
+
+@dataclass(frozen=True)
+class ImagesCall:
+    request: GenerationRequest
+    response_format: str  # b64_json | url
+    output_format: str  # png | jpeg | webp
+    compression: int  # output_compression: the JPEG / WebP quality
+
+
+def model_names(spec: ModelSpec) -> set[str]:
+    return {spec.name.lower(), spec.display_name.lower(), *(alias.lower() for alias in spec.aliases)}
+
+
+def check_model(value: Any, spec: ModelSpec) -> None:
+    """``model`` must mean the loaded model; another model is never generated with silently."""
+    if value is None or value == "":
+        return
+    if not isinstance(value, str):
+        raise OpenAIRequestError("model must be a string such as " + repr(spec.name), param="model")
+    name = value.strip().lower()
+    if name in model_names(spec) or name.startswith(OPENAI_MODEL_PREFIXES):
+        return
+    here = f"this server runs {spec.name!r} ({spec.display_name})"
+    try:
+        other = get_model(name)
+    except UnknownModel:
+        raise OpenAIRequestError(f"The model {value[:80]!r} does not exist here; {here}: name it or leave model out",
+                                 param="model", code="model_not_found", status=404) from None
+    raise OpenAIRequestError(f"The model {other.name!r} is not loaded; {here}. Start `flux2 serve --model "
+                             f"{other.name}` to use it", param="model", code="model_not_found", status=404)
+
+
+def generation_call(body: dict[str, Any], spec: ModelSpec) -> ImagesCall:
+    """POST /v1/images/generations: "auto" is the model's square 1 MP."""
+    _check_fields(body, GENERATION_FIELDS)
+    return _images_call(body, spec, (), "square")
+
+
+def edit_call(fields: dict[str, Any], references: list[ReferenceImage], spec: ModelSpec) -> ImagesCall:
+    """POST /v1/images/edits: "auto" keeps the first image's shape (the nearest orientation at 1 MP)."""
+    _check_fields(fields, EDIT_FIELDS)
+    if not references:
+        raise OpenAIRequestError("Missing required parameter: 'image' (send it as a file)", param="image",
+                                 code="missing_required_parameter")
+    return _images_call(fields, spec, tuple(references), _nearest_orientation(*references[0].size))
+
+
+def _images_call(body: dict[str, Any], spec: ModelSpec, references: tuple[ReferenceImage, ...],
+                 auto_orientation: str) -> ImagesCall:
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise OpenAIRequestError("Missing required parameter: 'prompt'", param="prompt",
+                                 code="missing_required_parameter")
+    check_model(body.get("model"), spec)
+    _refuse_unsupported(body)
+    response_format = _choice(body, "response_format", RESPONSE_FORMATS, "b64_json")
+    output_format = _choice(body, "output_format", OUTPUT_FORMATS + ("jpg",), "png").replace("jpg", "jpeg")
+    if response_format == "url" and output_format != "png":
+        raise OpenAIRequestError(f"output_format {output_format!r} needs response_format 'b64_json': the URL "
+                                 f"points at the saved PNG", param="output_format")
+    compression = _whole(body, "output_compression", 0, 100, 100)
+    batch = _whole(body, "n", 1, MAX_BATCH, 1, " (images per call on this server)")
+    size = body.get("size")
+    dimensions = _dimensions(size, spec, auto_orientation)
+    try:
+        request = GenerationRequest.create(
+            prompt, model=spec, **dimensions,
+            steps=body.get("steps"), seed=body.get("seed"), batch=batch, guidance=body.get("guidance"),
+            reference_images=references, strength=body.get("strength"),
+            raw_input=prompt if isinstance(prompt, str) else None)
+    except InvalidRequest as error:
+        raise _with_param(error, size, spec) from None
+    return ImagesCall(request, response_format, output_format, compression)
+
+
+def _check_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        name = unknown[0][:40]
+        raise OpenAIRequestError(f"Unrecognized request argument supplied: {name!r}; this server takes "
+                                 f"{', '.join(allowed)}", param=name, code="unknown_parameter")
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    if body.get("stream") not in (None, False, "", "false"):
+        raise OpenAIRequestError("stream is not supported: the answer comes when the images are done "
+                                 "(progress events are on POST /jobs)", param="stream")
+    if body.get("partial_images") not in (None, 0, ""):
+        raise OpenAIRequestError("partial_images is not supported (it needs streaming)", param="partial_images")
+    background = body.get("background")
+    if background not in (None, "", "auto", "opaque"):
+        raise OpenAIRequestError(f"background {str(background)[:40]!r} is not supported: FLUX.2 makes opaque "
+                                 f"images; use 'auto' or 'opaque'", param="background")
+
+
+def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = body.get(name)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise OpenAIRequestError(f"{name} must be one of {', '.join(allowed)} (got {value!r:.40})", param=name)
+    return value.lower()
+
+
+def _whole(body: dict[str, Any], name: str, lo: int, hi: int, default: int, context: str = "") -> int:
+    value = body.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise OpenAIRequestError(f"{name} must be a whole number from {lo} to {hi}{context} (got {value!r:.40})",
+                                 param=name)
+    return value
+
+
+def _dimensions(size: Any, spec: ModelSpec, auto_orientation: str) -> dict[str, Any]:
+    if size is None or (isinstance(size, str) and size.strip().lower() in ("", "auto")):
+        return {"orientation": auto_orientation, "size": "1mp"}
+    match = _SIZE.fullmatch(size) if isinstance(size, str) else None
+    if match is None:
+        width, height = spec.dimensions("square", "1mp")
+        raise OpenAIRequestError(f"size must be 'auto' or WIDTHxHEIGHT in pixels such as '{width}x{height}' "
+                                 f"(got {size!r:.40})", param="size")
+    return {"width": int(match[1]), "height": int(match[2])}
+
+
+def _nearest_orientation(width: int, height: int) -> str:
+    aspect = width / height
+    return min(ORIENTATIONS, key=lambda name: abs(aspect / _aspect(name) - 1) + abs(_aspect(name) / aspect - 1))
+
+
+def _aspect(orientation: str) -> float:
+    width, height = BASE_SIZES[orientation]
+    return width / height
+
+
+def _with_param(error: InvalidRequest, size: Any, spec: ModelSpec) -> OpenAIRequestError:
+    message = str(error)
+    first = message.split(" ", 1)[0]
+    param = _PARAM_OF.get(first) or ("size" if re.match(r"\d+x\d+ ", message) else None)
+    if param == "size":
+        width, height = spec.dimensions("square", "1mp")
+        message = (f"size {size!r:.40} does not suit {spec.display_name} (its 'auto' is {width}x{height}): "
+                   f"{message}")
+    return OpenAIRequestError(message, param=param)
+
+
+# -- the multipart form of POST /v1/images/edits ------------------------------------
+
+
+async def read_edit_form(request: web.Request, max_bytes: int) -> tuple[dict[str, Any], list[ReferenceImage]]:
+    """The text fields (numbers converted) and the decoded images of an edit form."""
+    fields: dict[str, Any] = {}
+    uploads: list[tuple[str, bytes]] = []
+    total = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.name:
+                raise OpenAIRequestError("every part of the form needs a name (nested multipart is not supported)")
+            if len(fields) + len(uploads) >= MAX_FORM_PARTS:
+                raise OpenAIRequestError(f"the form has more than {MAX_FORM_PARTS} parts")
+            transfer = part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING)
+            if part.headers.get(hdrs.CONTENT_ENCODING) or (transfer and transfer.lower() not in _PLAIN_TRANSFER):
+                raise OpenAIRequestError(f"form part {part.name[:40]!r} is encoded; send it as plain bytes")
+            data = bytearray()
+            while chunk := await part.read_chunk():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=total)
+                data.extend(chunk)
+            _add_part(part.name, bytes(data), fields, uploads)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise OpenAIRequestError("the body could not be read as multipart/form-data") from error
+    if len(uploads) > MAX_REFERENCE_IMAGES:
+        raise OpenAIRequestError(f"at most {MAX_REFERENCE_IMAGES} images are allowed (got {len(uploads)})",
+                                 param="image")
+    images = []
+    for index, (name, data) in enumerate(uploads):
+        label = name if len(uploads) == 1 else f"image {index + 1}"
+        try:
+            images.append(ReferenceImage("upload", await asyncio.to_thread(decode_image_bytes, data, label)))
+        except InvalidRequest as error:
+            raise OpenAIRequestError(str(error), param="image") from None
+    return fields, images
+
+
+def _add_part(name: str, data: bytes, fields: dict[str, Any], uploads: list[tuple[str, bytes]]) -> None:
+    if _IMAGE_FIELD.fullmatch(name):
+        uploads.append((name, data))
+        return
+    if name == "mask":
+        raise OpenAIRequestError("mask is not supported: FLUX.2 edits the whole image as the prompt says; "
+                                 "send the image without a mask", param="mask")
+    if name in fields:
+        raise OpenAIRequestError(f"the form field {name[:40]!r} is given twice", param=name[:40])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OpenAIRequestError(f"the form field {name[:40]!r} is not UTF-8 text", param=name[:40]) from None
+    convert = _FORM_NUMBERS.get(name)
+    if convert is not None and text.strip():
+        try:
+            fields[name] = convert(text)
+            return
+        except ValueError:
+            pass  # GenerationRequest or _whole reports the value as given
+    fields[name] = text
