@@ -12,19 +12,20 @@ from flux2cli.commands.info import info
 from flux2cli.commands.repl import repl
 from flux2cli.commands.serve import serve
 from flux2cli.errors import Flux2Error
-from flux2cli.settings import debug_enabled
+from flux2cli.settings import FILE_KEYS, debug_enabled, epilog
 
 app = typer.Typer(
     name="flux2",
     help="Run Black Forest Labs' FLUX.2 image models from a terminal and a browser.",
+    epilog=epilog(*FILE_KEYS, "home", "config"),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals hold prompts, tokens and tensors
     add_completion=True,
 )
-app.command()(generate)
-app.command()(repl)
-app.command()(serve)
-app.command()(info)
+app.command(epilog=epilog("model", "output_dir", "encoder_url", "encoder_token", "debug"))(generate)
+app.command(epilog=epilog("model", "output_dir", "home", "debug"))(repl)
+app.command(epilog=epilog("host", "port", "api_key", "model", "output_dir", "encoder_url", "encoder_token"))(serve)
+app.command(epilog=epilog("config", "home"))(info)
 app.command()(bench)
 
 

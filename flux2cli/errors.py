@@ -26,6 +26,10 @@ class UnknownModel(InvalidRequest):
     """A model name that is not in the registry."""
 
 
+class ConfigError(InvalidRequest):
+    """A FLUX2_* variable or config.toml key holds a value that is not allowed; the message names it."""
+
+
 class ModelLoadError(Flux2Error):
     """Weights could not be found, downloaded or loaded."""
 

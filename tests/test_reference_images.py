@@ -1,7 +1,6 @@
 """Reference images and strength (img2img / multi-reference) on the tiny model."""
 
 import base64
-import subprocess
 
 import numpy as np
 import pytest

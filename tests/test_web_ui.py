@@ -223,3 +223,32 @@ def test_cancel_stops_the_running_job(browser, server):
     assert server.worker.history[-1].state == "cancelled"
     assert not problems, problems
     page.context.close()
+
+
+def test_use_these_settings_fills_the_form_from_the_image(browser, server):
+    # Steps left empty: the model's default (8) is known only from the image's own metadata.
+    # A non-Latin-1 prompt is stored in an iTXt chunk; a seed above 2**53 must survive the JSON.
+    prompt = TINY_PROMPT + " — ✓"
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    page.fill("#prompt", prompt)
+    page.select_option("#orientation", "portrait")
+    page.select_option("#size", "2mp")
+    page.fill("#seed", "9007199254740995")
+    page.click("#generate")
+    card = page.locator(".card").first
+    sync_api.expect(card).to_be_visible(timeout=120_000)
+    sync_api.expect(card.locator(".size")).to_have_text("96 × 160")
+    page.fill("#prompt", "something else")
+    page.select_option("#orientation", "landscape")
+    page.select_option("#size", "1mp")
+    page.fill("#steps", "3")
+    page.fill("#seed", "")
+    card.locator(".reuse").click()
+    sync_api.expect(page.locator("#steps")).to_have_value("8")
+    assert page.input_value("#prompt") == prompt
+    assert (page.input_value("#orientation"), page.input_value("#size")) == ("portrait", "2mp")
+    assert page.input_value("#seed") == "9007199254740995"
+    assert page.evaluate("() => document.activeElement.id") == "prompt"
+    assert not problems, problems
+    _shot(page, "web-ui-reuse.png")
+    page.context.close()

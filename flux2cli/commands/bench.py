@@ -68,7 +68,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
         + (", compiled" if report["compile"] else ""),
         f"  device        {device['name']} ({device['type']})",
         f"  s/step        {timing['step_s']:.4f} (median of {report['steps']}; warm-up {timing['warmup_s']:.1f} s)",
-        f"  VAE decode    " + ("skipped (--no-vae)" if decode is None else f"{decode:.4f} s"),
+        "  VAE decode    " + ("skipped (--no-vae)" if decode is None else f"{decode:.4f} s"),
         f"  s/image       {timing['image_s']:.4f} ({report['steps']} steps + decode, per image of the batch)",
         f"  memory        peak {memory['peak_gb']:.2f} GB ({memory['peak_kind']}, "
         f"{memory['peak_above_baseline_gb']:.2f} GB above the {memory['baseline_gb']:.2f} GB before building); "

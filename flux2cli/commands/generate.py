@@ -12,15 +12,23 @@ from rich.markup import escape
 
 from flux2cli.commands import options as opt
 from flux2cli.commands.console import format_timings, notice, stderr, step_progress
+from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.images import load_reference_file
+from flux2cli.pipeline.metadata import plan_replay, read_parameters
 from flux2cli.pipeline.modifiers import parse_modifiers
 from flux2cli.pipeline.output import generation_body
 from flux2cli.pipeline.registry import resolve_model
 from flux2cli.pipeline.request import GenerationRequest
+from flux2cli.settings import output_dir as resolve_output_dir
 
 
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to draw; inline modifiers like /portrait /2k work too.")],
+    prompt: Annotated[Optional[str], typer.Argument(
+        show_default=False,
+        help="What to draw; inline modifiers like /portrait /2k work too. Optional with --from-image.")] = None,
+    from_image: Annotated[Optional[Path], typer.Option(
+        "--from-image", metavar="PNG", show_default=False,
+        help="Re-run the settings stored in this image (ours, or A1111-style); options given here win.")] = None,
     model: opt.ModelOpt = None,
     orientation: Annotated[Optional[str], typer.Option(
         "--orientation", help="square, portrait, landscape or 16:9.")] = None,
@@ -29,13 +37,14 @@ def generate(
     height: Annotated[Optional[int], typer.Option("--height", help="Explicit height (multiple of 16).")] = None,
     steps: opt.StepsOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (random when absent).")] = None,
-    batch: Annotated[int, typer.Option("--batch", "-n", help="Images to make, 1-4 (seeds seed..seed+n-1).")] = 1,
+    batch: Annotated[Optional[int], typer.Option(
+        "--batch", "-n", show_default=False, help="Images to make, 1-4 (seeds seed..seed+n-1; default 1).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale.")] = None,
     input_image: Annotated[Optional[list[Path]], typer.Option(
         "--input-image", "-i", metavar="PATH", help="Reference image (PNG/JPEG/WebP); repeat for several.")] = None,
     strength: Annotated[Optional[float], typer.Option(
         "--strength", help="Share of the steps re-run from the first reference (0-1]; 1.0 = from noise.")] = None,
-    output_dir: opt.OutputDirOpt = opt.DEFAULT_OUTPUT,
+    output_dir: opt.OutputDirOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     full_model: opt.FullModelOpt = False,
     gguf: opt.GGUFOpt = None,
@@ -46,16 +55,26 @@ def generate(
     vae_tiling: opt.VaeTilingOpt = "auto",
 ) -> None:
     """Generate images from one prompt and save them as PNG + .prompt files."""
-    spec = resolve_model(model, full_model=full_model, gguf=gguf)
-    parsed = parse_modifiers(prompt)
+    if prompt is None and from_image is None:
+        raise InvalidRequest("give a prompt, or --from-image IMAGE.png to re-run an image's settings")
+    parsed = parse_modifiers(prompt or "")
     settings = {"orientation": orientation, "size": size, "width": width, "height": height,
                 "steps": steps, "seed": seed, "batch": batch, "guidance": guidance}
     settings.update(parsed.overrides)
     references = [load_reference_file(path) for path in input_image or ()]
-    request = GenerationRequest.create(parsed.prompt, model=spec, raw_input=prompt,
+    notices: tuple[str, ...] = ()
+    if from_image is not None:
+        replay = plan_replay(read_parameters(from_image), settings, prompt=parsed.prompt, model=model,
+                             full_model=full_model, gguf=gguf, references=len(references), strength=strength)
+        spec, text, settings, strength, notices = (replay.spec, replay.prompt, replay.settings, replay.strength,
+                                                   replay.notices)
+    else:
+        spec, text = resolve_model(model, full_model=full_model, gguf=gguf), parsed.prompt
+    request = GenerationRequest.create(text, model=spec, raw_input=prompt if parsed.prompt else text,
                                        reference_images=references, strength=strength, **settings)
-    for message in request.notices:
+    for message in (*notices, *request.notices):
         notice(message)
+    output_dir = resolve_output_dir(output_dir)
 
     from flux2cli.pipeline.engine import Engine
     from flux2cli.pipeline.loading import LoadOptions

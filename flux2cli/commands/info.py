@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
 from flux2cli.pipeline.registry import MODELS, ModelSpec, default_model_name
-from flux2cli.settings import ENV_VARS, hf_hub_cache
+from flux2cli.settings import ENV_VARS, config_path, hf_hub_cache
+from flux2cli.settings import describe as settings_report
 
 LIBRARIES = ("flux2cli", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate",
              "bitsandbytes", "gguf", "aiohttp", "prompt_toolkit", "typer")
@@ -107,10 +109,18 @@ def model_row(spec: ModelSpec, device: dict[str, Any]) -> dict[str, Any]:
 
 
 def info(
+    image: Annotated[Optional[Path], typer.Argument(
+        metavar="IMAGE.png", show_default=False,
+        help="Show the generation parameters stored in this PNG instead (ours, or A1111-style).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
     probe: Annotated[bool, typer.Option("--probe", help="Ask torch about the device (slower).")] = False,
 ) -> None:
-    """Show what is installed, which models exist, and what this machine can run."""
+    """Show what is installed, which models exist, and what this machine can run; or what an image was made with."""
+    if image is not None:
+        from flux2cli.commands.image_info import show_image_parameters
+
+        show_image_parameters(image, json_output)
+        return
     device = probe_device(with_torch=probe)
     report = {
         "python": platform.python_version(),
@@ -120,6 +130,8 @@ def info(
         "default_model": default_model_name(),
         "models": [model_row(spec, device) for spec in MODELS],
         "environment": ENV_VARS,
+        "config_file": {"path": str(config_path()), "exists": config_path().is_file()},
+        "settings": settings_report(),
     }
     if json_output:
         typer.echo(json.dumps(report, indent=2))
@@ -130,6 +142,7 @@ def info(
 def _print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.markup import escape
+    from rich import box
     from rich.table import Table
 
     console = Console(highlight=False)
@@ -139,16 +152,32 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(f"Python {report['python']} on {report['platform']}")
     console.print(versions)
     console.print(f"Device: {device['type']} ({device['name']}{memory})")
-    table = Table(title=f"Models (default: {report['default_model']})")
-    columns = ("name", "quantization", "steps", "license", "gated", "cached", "memory", "+local enc.", "download")
-    for column in columns:
-        table.add_column(column)
+    # compact cells, no borders: the table fits an 80-column terminal without cutting a name
+    table = Table(title=f"Models (default: {report['default_model']})", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in ("name", "quant", "steps", "licence", "gated", "cached", "GB", "+enc GB", "dl GB"):
+        table.add_column(column, no_wrap=True)
     for row in report["models"]:
         fits = "" if row["fits"] is None else (" ✓" if row["fits"] else " ✗")
-        encoder = f"+{row['encoder_memory_gb']:g} GB" if row["encoder_memory_gb"] else "—"
-        download = "—" if row["download_gb"] is None else f"~{row['download_gb']:g} GB"
-        table.add_row(row["name"], row["quantization"], str(row["default_steps"]), escape(row["license"]),
-                      "yes" if row["gated"] else "no", row["cache_status"], f"~{row['memory_gb']:g} GB{fits}",
+        encoder = f"+{row['encoder_memory_gb']:g}" if row["encoder_memory_gb"] else "—"
+        download = "—" if row["download_gb"] is None else f"~{row['download_gb']:g}"
+        table.add_row(row["name"], row["quantization"], str(row["default_steps"]), _short_license(row["license"]),
+                      "yes" if row["gated"] else "no", row["cache_status"], f"~{row['memory_gb']:g}{fits}",
                       encoder, download)
     console.print(table)
-    console.print("Environment: " + ", ".join(report["environment"]))
+    config = report["config_file"]
+    console.print(f"Config file: {escape(config['path'])} ({'found' if config['exists'] else 'none; it is optional'})")
+    settings = Table(title="Settings (flag > environment > config file > default)")
+    for column in ("variable", "config.toml key", "value", "from"):
+        settings.add_column(column, overflow="fold")
+    for row in report["settings"]:
+        value = "—" if row["value"] is None else str(row["value"])
+        settings.add_row(row["env"], row["key"] or "—", escape(value), row["source"])
+    console.print(settings)
+
+
+def _short_license(license: str) -> str:
+    """The table's column; the full name is in `flux2 info --json` and docs/models.md."""
+    from rich.markup import escape
+
+    return "FLUX NC" if "Non-Commercial" in license else escape(license)

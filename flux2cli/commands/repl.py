@@ -7,12 +7,13 @@ import typer
 from flux2cli.commands import options as opt
 from flux2cli.commands.console import stderr
 from flux2cli.pipeline.registry import resolve_model
+from flux2cli.settings import output_dir as resolve_output_dir
 
 
 def repl(
     model: opt.ModelOpt = None,
     steps: opt.StepsOpt = None,
-    output_dir: opt.OutputDirOpt = opt.DEFAULT_OUTPUT,
+    output_dir: opt.OutputDirOpt = None,
     full_model: opt.FullModelOpt = False,
     gguf: opt.GGUFOpt = None,
     local_encoder: opt.LocalEncoderOpt = False,
@@ -23,6 +24,7 @@ def repl(
     from flux2cli.repl.session import ReplSession
 
     spec = resolve_model(model, full_model=full_model, gguf=gguf)
+    output_dir = resolve_output_dir(output_dir)
     session = ReplSession(spec, steps=steps, output_dir=output_dir)  # a bad --steps fails before loading
 
     from flux2cli.pipeline.engine import Engine

@@ -7,22 +7,28 @@ from typing import Annotated, Optional
 
 import typer
 
+from flux2cli import settings
 from flux2cli.commands import options as opt
 from flux2cli.commands.console import notice, stderr
 from flux2cli.pipeline.registry import resolve_model
 
 
 def serve(
-    host: Annotated[str, typer.Option(
-        "--host", help="Address to bind; anything but loopback exposes the server to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0 picks a free one).")] = 2222,
+    host: Annotated[Optional[str], typer.Option(
+        "--host", show_default=False,
+        help="Address to bind (default 127.0.0.1, else FLUX2_HOST); anything but loopback exposes the server "
+             "to the network.")] = None,
+    port: Annotated[Optional[int], typer.Option(
+        "--port", "-p", min=0, max=65535, show_default=False,
+        help="Port (default 2222, else FLUX2_PORT; 0 picks a free one).")] = None,
     api_key: Annotated[Optional[str], typer.Option(
-        "--api-key", envvar="FLUX2_API_KEY", show_default=False,
-        help="Require this key (Authorization: Bearer KEY or X-API-Key) on every route but the UI page.")] = None,
+        "--api-key", show_default=False,
+        help="Require this key (Authorization: Bearer KEY or X-API-Key) on every route but the UI page "
+             "(else FLUX2_API_KEY).")] = None,
     queue_size: Annotated[int, typer.Option(
         "--queue-size", min=1, max=1000, help="Jobs that may wait behind the running one.")] = 8,
     model: opt.ModelOpt = None,
-    output_dir: opt.OutputDirOpt = opt.DEFAULT_OUTPUT,
+    output_dir: opt.OutputDirOpt = None,
     full_model: opt.FullModelOpt = False,
     gguf: opt.GGUFOpt = None,
     local_encoder: opt.LocalEncoderOpt = False,
@@ -33,12 +39,15 @@ def serve(
 ) -> None:
     """Serve the REST API and the web UI until Ctrl-C (SIGINT) or SIGTERM."""
     from flux2cli.server.app import check_can_listen, run_server
-    from flux2cli.server.config import ServerConfig
+    from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 
     spec = resolve_model(model, full_model=full_model, gguf=gguf)
-    config = ServerConfig(host=host, port=port, api_key=api_key or None, output_dir=output_dir,
-                          queue_size=queue_size)
-    check_can_listen(host, port)
+    port = settings.resolve("port", port)
+    config = ServerConfig(host=settings.resolve("host", host) or DEFAULT_HOST,
+                          port=DEFAULT_PORT if port is None else port,
+                          api_key=settings.resolve("api_key", api_key) or None,
+                          output_dir=settings.output_dir(output_dir), queue_size=queue_size)
+    check_can_listen(config.host, config.port)
     warning = config.exposure_warning()
     if warning:
         stderr.print(f"[bold yellow]warning:[/] {warning}", markup=True)

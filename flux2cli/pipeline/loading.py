@@ -33,7 +33,7 @@ from flux2cli.pipeline.memory import (
     plan_offload,
 )
 from flux2cli.pipeline.registry import ModelSpec
-from flux2cli.settings import hf_hub_cache
+from flux2cli.settings import hf_hub_cache, resolve as resolve_setting
 
 PROBE_TIMEOUT = 10.0  # seconds the load waits for a remote encoder before using the local one
 _ENCODER_PARTS = ("text_encoder", "tokenizer")
@@ -384,7 +384,7 @@ def _remote_encoder(spec: ModelSpec, options: LoadOptions, *, embed_dim: int, dt
     if url is None:
         if not spec.remote_encoder_capable:
             return None
-        url = os.environ.get("FLUX2_ENCODER_URL") or PUBLIC_DEV_ENCODER_URL
+        url = resolve_setting("encoder_url") or PUBLIC_DEV_ENCODER_URL
     token = token_for(url)
     if is_huggingface_url(url):
         if _hub_offline():

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flux2cli.errors import InvalidRequest
+from flux2cli.errors import InvalidRequest, UnknownModel
+from flux2cli.pipeline.registry import MODELS, ModelSpec, get_model, resolve_model
 
 _PAIR = re.compile(r'\s*([\w ]+?):\s*("(?:\\.|[^"])*"|[^,]*)\s*(?:,|$)')
 
@@ -48,7 +49,7 @@ def _from_flux2(raw: str, name: str) -> ImageParameters:
         prompt = data["prompt"]
     except (ValueError, KeyError, TypeError):
         raise InvalidRequest(f"{name} has a damaged 'flux2' metadata chunk") from None
-    settings = {key: data.get(key) for key in ("model", "steps", "seed", "guidance")}
+    settings = {key: data.get(key) for key in ("model", "steps", "seed", "batch", "guidance")}
     if data.get("orientation") and data.get("size"):
         settings.update(orientation=data["orientation"], size=data["size"])
     else:
@@ -81,7 +82,86 @@ def parse_a1111(text: str) -> ImageParameters:
         settings["guidance"] = float(pairs["CFG scale"])
     except (KeyError, ValueError):
         pass
-    extra = {k: v for k, v in pairs.items() if k not in ("Steps", "Seed", "Size", "CFG scale")}
+    used = {"Steps", "Seed", "Size", "CFG scale"}
+    model = _registry_name(pairs.get("Model", ""))
+    if model:  # our own chunk names the model by its display name; other tools' models stay in extra
+        settings["model"] = model
+        used.add("Model")
+    extra = {k: v for k, v in pairs.items() if k not in used}
     if negative:
         extra["Negative prompt"] = negative
     return ImageParameters("a1111", "\n".join(prompt_lines).strip(), settings, extra)
+
+
+def _registry_name(name: str) -> str | None:
+    key = name.strip().lower()
+    for spec in MODELS:
+        if key and key in (spec.name, spec.display_name.lower(), *spec.aliases):
+            return spec.name
+    return None
+
+
+# -- replay: `flux2 generate --from-image` ------------------------------------------------
+
+@dataclass(frozen=True)
+class Replay:
+    """What ``GenerationRequest.create`` needs to re-run an image, after the user's overrides."""
+
+    spec: ModelSpec
+    prompt: str
+    settings: dict[str, Any]  # orientation/size or width/height, steps, seed, batch, guidance
+    strength: float | None
+    notices: tuple[str, ...]
+
+
+def plan_replay(stored: ImageParameters, given: dict[str, Any], *, prompt: str = "", model: str | None = None,
+                full_model: bool = False, gguf: str | None = None, references: int = 0,
+                strength: float | None = None) -> Replay:
+    """The stored settings with every value the user gave (not None) put over them.
+
+    Dimensions go as a group: a given orientation or size drops a stored width/height and
+    the reverse, so the result never mixes the two ways of naming a size. A stored guidance
+    is dropped for a guidance-distilled model (it was the other model's, not the user's).
+    """
+    given = {key: value for key, value in given.items() if value is not None}
+    settings = dict(stored.settings)
+    stored_model = settings.pop("model", None)
+    explicit, named = ("width", "height"), ("orientation", "size")
+    for group, other in ((explicit, named), (named, explicit)):
+        if any(key in given for key in group):
+            for key in other:
+                settings.pop(key, None)
+    settings.update(given)
+
+    if model or full_model or gguf:
+        spec = resolve_model(model, full_model=full_model, gguf=gguf)
+    elif stored_model:
+        try:
+            spec = get_model(stored_model)
+        except UnknownModel:
+            raise InvalidRequest(f"the image was made with model {stored_model!r}, which this flux2 does not "
+                                 "know; choose one with --model") from None
+    else:
+        spec = resolve_model(None)
+    if spec.distilled and "guidance" not in given:
+        settings.pop("guidance", None)
+
+    notices = []
+    if stored.extra.get("reference_images") and not references:
+        notices.append("the image was made with reference images; pass them again with --input-image to use them")
+    if strength is None and references:
+        strength = stored.extra.get("strength")
+    return Replay(spec, prompt or stored.prompt, settings, strength, tuple(notices))
+
+
+def replay_command(params: ImageParameters) -> str:
+    """An equivalent `flux2 generate` command line, to copy and edit."""
+    import shlex
+
+    args = ["flux2", "generate", params.prompt]
+    options = ("model", "orientation", "size", "width", "height", "steps", "seed", "batch", "guidance")
+    for key in options:
+        value = params.settings.get(key)
+        if value is not None and not (key == "batch" and value == 1):
+            args += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(args)

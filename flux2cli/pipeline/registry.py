@@ -229,7 +229,10 @@ def get_model(name: str) -> ModelSpec:
 
 
 def default_model_name() -> str:
-    return os.environ.get("FLUX2_MODEL") or DEFAULT_MODEL
+    """FLUX2_MODEL, else config.toml's ``model``, else the spec's default."""
+    from flux2cli.settings import resolve
+
+    return resolve("model") or DEFAULT_MODEL
 
 
 def resolve_model(

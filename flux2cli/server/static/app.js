@@ -142,7 +142,7 @@ function requestBody() {
     if (!/^\d+$/.test(seed)) throw new UserError("The seed must be a whole number (0 or more), or empty for a random one.");
     json = `${json.slice(0, -1)},"seed":${seed.replace(/^0+(?=\d)/, "")}}`; // digits verbatim, no rounding
   }
-  return { json, prompt };
+  return { json, prompt, settings: { orientation: body.orientation, size: body.size, steps: body.steps } };
 }
 
 async function generate(event) {
@@ -167,7 +167,7 @@ async function generate(event) {
     if (response.status !== 202) throw new UserError(await errorMessage(response));
     const job = await response.json();
     state.jobId = job.id;
-    await followJob(job.id, request.prompt);
+    await followJob(job.id, request);
   } catch (error) {
     showError(error instanceof UserError ? error.message : `Something went wrong: ${error.message}`);
     $("progress-box").hidden = true;
@@ -177,7 +177,7 @@ async function generate(event) {
   }
 }
 
-async function followJob(id, prompt) {
+async function followJob(id, request) {
   const response = await api(`/jobs/${encodeURIComponent(id)}/events`);
   if (!response.ok) throw new UserError(await errorMessage(response));
   for await (const { event, data } of serverEvents(response)) {
@@ -190,7 +190,7 @@ async function followJob(id, prompt) {
       setProgress(`Step ${data.step} of ${data.total_steps}${images}`, data.step / data.total_steps);
     } else if (event === "done") {
       setProgress(`Done in ${data.result.generation_time.toFixed(2)} s`, 1);
-      await showResults(data.result, prompt);
+      await showResults(data.result, request);
       return;
     } else if (event === "error") {
       if (data.state === "cancelled") {
@@ -204,7 +204,7 @@ async function followJob(id, prompt) {
   const final = await api(`/jobs/${encodeURIComponent(id)}`);
   if (!final.ok) throw new UserError(await errorMessage(final));
   const job = parseJSON(await final.text());
-  if (job.state === "done") return showResults(job.result, prompt);
+  if (job.state === "done") return showResults(job.result, request);
   throw new UserError(job.error || "The connection to the server was lost during the generation.");
 }
 
@@ -226,19 +226,21 @@ function formatTimings(timings) {
     .join(" · ");
 }
 
-async function showResults(result, prompt) {
+async function showResults(result, request) {
   const cards = [];
   for (const image of result.images) {
     const response = await api(`/images/${encodeURIComponent(image.filename)}`);
     if (!response.ok) throw new UserError(await errorMessage(response));
-    const url = URL.createObjectURL(await response.blob());
-    cards.push(await makeCard(image, url, prompt));
+    const blob = await response.blob();
+    cards.push(await makeCard(image, blob, request));
   }
   $("empty").hidden = true;
   $("gallery").prepend(...cards);
 }
 
-function makeCard(image, url, prompt) {
+function makeCard(image, blob, request) {
+  const prompt = request.prompt;
+  const url = URL.createObjectURL(blob);
   // importNode, not cloneNode: nodes of the inert template document would never load their image.
   const card = document.importNode($("card-template").content.firstElementChild, true);
   const picture = card.querySelector(".image");
@@ -248,6 +250,11 @@ function makeCard(image, url, prompt) {
   const seed = card.querySelector(".seed");
   seed.textContent = image.seed;
   seed.addEventListener("click", () => { $("seed").value = image.seed; $("prompt").focus(); });
+  card.querySelector(".reuse").addEventListener("click", async () => {
+    // What the image itself records wins: it holds the steps and size the server really used.
+    const stored = await storedSettings(blob).catch(() => null);
+    useSettings({ ...request.settings, prompt, seed: image.seed, ...(stored || {}) });
+  });
   card.querySelector(".timings").textContent = formatTimings(image.timings);
   const download = card.querySelector(".download");
   download.href = url;
@@ -262,6 +269,59 @@ function makeCard(image, url, prompt) {
     picture.addEventListener("error", () => resolve(card), { once: true });
     picture.src = url;
   });
+}
+
+// -- "use these settings": read back what an image records ------------------------------
+
+const PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
+
+// Our PNGs carry their request as JSON in a "flux2" text chunk: tEXt, or iTXt when the
+// prompt is not Latin-1 (see pipeline/output.py). Returns null when there is none.
+async function storedSettings(blob) {
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  if (!PNG_SIGNATURE.every((byte, i) => bytes[i] === byte)) return null;
+  const view = new DataView(bytes.buffer);
+  for (let at = 8; at + 12 <= bytes.length;) {
+    const length = view.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    if (type === "IEND" || type === "IDAT") break; // text chunks we write come before the pixels
+    if (type === "tEXt" || type === "iTXt") {
+      const text = await chunkText(type, bytes.subarray(at + 8, at + 8 + length), "flux2");
+      if (text !== null) return parseJSON(text);
+    }
+    at += 12 + length;
+  }
+  return null;
+}
+
+async function chunkText(type, data, keyword) {
+  const nul = data.indexOf(0);
+  if (nul < 0 || new TextDecoder("latin1").decode(data.subarray(0, nul)) !== keyword) return null;
+  if (type === "tEXt") return new TextDecoder("latin1").decode(data.subarray(nul + 1));
+  const compressed = data[nul + 1] === 1;
+  let rest = data.subarray(nul + 3);
+  rest = rest.subarray(rest.indexOf(0) + 1); // language tag
+  rest = rest.subarray(rest.indexOf(0) + 1); // translated keyword
+  if (compressed) {
+    const stream = new Blob([rest]).stream().pipeThrough(new DecompressionStream("deflate"));
+    rest = new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+  return new TextDecoder().decode(rest);
+}
+
+function selectIfOffered(id, value) {
+  const select = $(id);
+  if (value && [...select.options].some((option) => option.value === value)) select.value = value;
+}
+
+function useSettings(settings) {
+  clearError();
+  $("prompt").value = settings.prompt;
+  selectIfOffered("orientation", settings.orientation);
+  selectIfOffered("size", settings.size);
+  $("steps").value = settings.steps ?? "";
+  $("seed").value = settings.seed ?? "";
+  $("prompt").focus();
 }
 
 // -- the reference image -------------------------------------------------------------

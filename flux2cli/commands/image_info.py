@@ -1,0 +1,38 @@
+"""`flux2 info IMAGE.png`: the generation parameters stored in an image, and how to re-run them."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from flux2cli.pipeline.metadata import ImageParameters, read_parameters, replay_command
+
+_LABELS = {"flux2": "flux2 metadata", "a1111": "A1111-style parameters"}
+_ORDER = ("model", "orientation", "size", "width", "height", "steps", "seed", "batch", "guidance")
+
+
+def image_report(path: Path, params: ImageParameters) -> dict[str, Any]:
+    return {"file": str(path), "source": params.source, "prompt": params.prompt, "settings": params.settings,
+            "extra": params.extra, "command": replay_command(params),
+            "replay": shlex.join(["flux2", "generate", "--from-image", str(path)])}
+
+
+def show_image_parameters(path: Path, json_output: bool) -> None:
+    report = image_report(path, read_parameters(path))
+    if json_output:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{path}: {_LABELS[report['source']]}")
+    rows = [("prompt", report["prompt"])]
+    rows += [(key, report["settings"][key]) for key in _ORDER if key in report["settings"]]
+    rows += [(key.replace("_", " "), value) for key, value in report["extra"].items() if value not in (None, [], "")]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+        typer.echo(f"  {name:<{width}}  {' '.join(text.split()) if name != 'prompt' else text}")
+    typer.echo(f"re-run:  {report['replay']}")
+    typer.echo(f"or edit: {report['command']}")
