@@ -22,3 +22,20 @@ def tiny_engine():
     from flux2cli.pipeline.engine import Engine
 
     return Engine.load("tiny")
+
+
+@pytest.fixture(scope="session")
+def si(tmp_path_factory):
+    """Tiny stand-ins laid out as the real hub repos and files, built once per session."""
+    import standins
+
+    return standins.session_standins(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The stand-ins are so small that two threads mostly wait on each other (see standins)."""
+    import standins
+
+    with standins.one_torch_thread():
+        yield

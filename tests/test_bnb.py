@@ -19,7 +19,6 @@ from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.memory import plan_offload
 from flux2cli.pipeline.request import GenerationRequest
 
-import standins
 from standins import mean_abs_diff, run_flux2
 
 bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is an optional extra: pip install 'flux2cli[bnb]'")
@@ -28,15 +27,7 @@ PROMPT = "a red circle on a blue background"
 SEED, STEPS, SIZE = 7, 10, 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with standins.one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def si(tmp_path_factory):
-    return standins.session_standins(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

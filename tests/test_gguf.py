@@ -27,15 +27,7 @@ MAX_OUTPUT_ERROR = {"F16": 2e-3, "BF16": 1e-2, "Q8_0": 2e-2, "Q4_0": 0.15}
 MAX_PIXEL_ERROR = {"F16": 1.0, "BF16": 2.0, "Q8_0": 3.0, "Q4_0": 12.0}  # mean |diff| in 0-255 levels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with standins.one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def si(tmp_path_factory):
-    return standins.session_standins(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,7 @@ from standins import run_flux2
 PROMPT = "a red circle on a blue background"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with standins.one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def si(tmp_path_factory):
-    return standins.session_standins(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _hub_error(cls_name: str, message: str = "boom", status: int = 403):

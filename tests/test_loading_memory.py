@@ -25,10 +25,7 @@ from standins import mean_abs_diff, run_flux2
 GB = 1024**3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with standins.one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- offload

@@ -27,7 +27,6 @@ from flux2cli.pipeline.remote_encoder import (
 )
 from flux2cli.pipeline.request import GenerationRequest
 
-import standins
 from standins import ThreadedServer, mean_abs_diff, pixels, run_flux2
 
 L, D = 8, 12  # sequence length and width of the fake endpoint's embeddings
@@ -186,15 +185,7 @@ def test_payload_decoding_directly():
 # --------------------------------------------------------------------------- our encoder server
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with standins.one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="session")
-def si(tmp_path_factory):
-    return standins.session_standins(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_cache(si):
