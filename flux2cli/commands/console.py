@@ -13,7 +13,11 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def notice(message: str) -> None:
-    stderr.print(f"[yellow]note:[/] {message}", markup=True)
+    """One line on stderr. Messages are plain text and may quote a server's answer or a
+    prompt, so they are never read as rich markup."""
+    from rich.markup import escape
+
+    stderr.print(f"[yellow]note:[/] {escape(message)}", markup=True)
 
 
 @contextmanager

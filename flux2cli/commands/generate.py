@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from flux2cli.commands import options as opt
 from flux2cli.commands.console import format_timings, notice, stderr, step_progress
@@ -79,9 +78,8 @@ def generate(
     from flux2cli.pipeline.engine import Engine
     from flux2cli.pipeline.loading import LoadOptions
 
-    # Notices may quote a server's answer: never let it be read as rich markup.
     options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                          offload=offload, vae_tiling=vae_tiling, notify=lambda text: notice(escape(text))).validate()
+                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
     with stderr.status(f"loading {spec.display_name}…"):
         engine = Engine.load(spec, options)
     start = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from flux2cli.commands import options as opt
-from flux2cli.commands.console import stderr
+from flux2cli.commands.console import notice, stderr
 from flux2cli.pipeline.registry import resolve_model
 from flux2cli.settings import output_dir as resolve_output_dir
 
@@ -17,7 +17,10 @@ def repl(
     full_model: opt.FullModelOpt = False,
     gguf: opt.GGUFOpt = None,
     local_encoder: opt.LocalEncoderOpt = False,
+    remote_encoder: opt.RemoteEncoderOpt = None,
     compile: opt.CompileOpt = False,
+    offload: opt.OffloadOpt = "auto",
+    vae_tiling: opt.VaeTilingOpt = "auto",
 ) -> None:
     """Interactive prompt loop: history, Tab completion, /commands, cached embeddings."""
     from flux2cli.repl.app import run_repl
@@ -30,6 +33,8 @@ def repl(
     from flux2cli.pipeline.engine import Engine
     from flux2cli.pipeline.loading import LoadOptions
 
+    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
     with stderr.status(f"loading {spec.display_name}…"):
-        engine = Engine.load(spec, LoadOptions(local_encoder=local_encoder, compile=compile))
+        engine = Engine.load(spec, options)
     raise typer.Exit(run_repl(session, engine, output_dir))
