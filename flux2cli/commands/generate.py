@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from flux2cli.commands import options as opt
-from flux2cli.commands.console import format_timings, notice, stderr, step_progress
+from flux2cli.commands.console import format_timings, notice, step_progress
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.images import load_reference_file
 from flux2cli.pipeline.metadata import plan_replay, read_parameters
@@ -75,13 +75,8 @@ def generate(
         notice(message)
     output_dir = resolve_output_dir(output_dir)
 
-    from flux2cli.pipeline.engine import Engine
-    from flux2cli.pipeline.loading import LoadOptions
-
-    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
-    with stderr.status(f"loading {spec.display_name}…"):
-        engine = Engine.load(spec, options)
+    engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                             offload=offload, vae_tiling=vae_tiling)
     start = time.perf_counter()
     with step_progress(f"{request.width}x{request.height}", request.steps) as on_step:
         saved = engine.generate_and_save(request, output_dir, on_step=on_step)

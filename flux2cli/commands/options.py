@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -54,3 +54,16 @@ StepsOpt = Annotated[Optional[int], typer.Option(
 OutputDirOpt = Annotated[Optional[Path], typer.Option(
     "--output-dir", "-o", show_default=False,
     help="Where images and .prompt files go (else FLUX2_OUTPUT_DIR, config.toml's output_dir, ./outputs).")]
+
+
+def load_engine(spec: Any, *, local_encoder: bool, remote_encoder: str | None, compile: bool, offload: str,
+                vae_tiling: str) -> Any:
+    """The model flags above, checked, then the model loaded under a spinner (every loading command)."""
+    from flux2cli.commands.console import notice, stderr
+    from flux2cli.pipeline.engine import Engine
+    from flux2cli.pipeline.loading import LoadOptions
+
+    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
+    with stderr.status(f"loading {spec.display_name}…"):
+        return Engine.load(spec, options)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from flux2cli.commands import options as opt
-from flux2cli.commands.console import notice, stderr
 from flux2cli.pipeline.registry import resolve_model
 from flux2cli.settings import output_dir as resolve_output_dir
 
@@ -30,11 +29,6 @@ def repl(
     output_dir = resolve_output_dir(output_dir)
     session = ReplSession(spec, steps=steps, output_dir=output_dir)  # a bad --steps fails before loading
 
-    from flux2cli.pipeline.engine import Engine
-    from flux2cli.pipeline.loading import LoadOptions
-
-    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
-    with stderr.status(f"loading {spec.display_name}…"):
-        engine = Engine.load(spec, options)
+    engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                             offload=offload, vae_tiling=vae_tiling)
     raise typer.Exit(run_repl(session, engine, output_dir))

@@ -9,7 +9,7 @@ import typer
 
 from flux2cli import settings
 from flux2cli.commands import options as opt
-from flux2cli.commands.console import notice, stderr
+from flux2cli.commands.console import stderr
 from flux2cli.pipeline.registry import resolve_model
 
 
@@ -53,13 +53,8 @@ def serve(
         stderr.print(f"[bold yellow]warning:[/] {warning}", markup=True)
     _log_to_stderr()
 
-    from flux2cli.pipeline.engine import Engine
-    from flux2cli.pipeline.loading import LoadOptions
-
-    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
-    with stderr.status(f"loading {spec.display_name}…"):
-        engine = Engine.load(spec, options)
+    engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                             offload=offload, vae_tiling=vae_tiling)
 
     def ready(url: str) -> None:
         typer.echo(f"flux2 serve: {engine.describe()['description']} on {url}  (Ctrl-C stops)", err=False)
