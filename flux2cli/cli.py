@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from flux2cli.commands import plain_help
 from flux2cli.commands.bench import bench
 from flux2cli.commands.generate import generate
 from flux2cli.commands.info import info
@@ -19,14 +20,16 @@ app = typer.Typer(
     help="Run Black Forest Labs' FLUX.2 image models from a terminal and a browser.",
     epilog=epilog(*FILE_KEYS, "home", "config"),
     no_args_is_help=True,
+    cls=plain_help.Group,
+    rich_markup_mode=None,  # plain help: rich's imports would double `flux2 --help` (docs/performance.md)
     pretty_exceptions_show_locals=False,  # locals hold prompts, tokens and tensors
     add_completion=True,
 )
-app.command(epilog=epilog("model", "output_dir", "encoder_url", "encoder_token", "debug"))(generate)
-app.command(epilog=epilog("model", "output_dir", "home", "debug"))(repl)
-app.command(epilog=epilog("host", "port", "api_key", "model", "output_dir", "encoder_url", "encoder_token"))(serve)
-app.command(epilog=epilog("config", "home"))(info)
-app.command()(bench)
+app.command(cls=plain_help.Command, epilog=epilog("model", "output_dir", "encoder_url", "encoder_token", "debug"))(generate)
+app.command(cls=plain_help.Command, epilog=epilog("model", "output_dir", "home", "debug"))(repl)
+app.command(cls=plain_help.Command, epilog=epilog("host", "port", "api_key", "model", "output_dir", "encoder_url", "encoder_token"))(serve)
+app.command(cls=plain_help.Command, epilog=epilog("config", "home"))(info)
+app.command(cls=plain_help.Command)(bench)
 
 
 def main() -> None:

@@ -215,15 +215,18 @@ def describe() -> list[dict[str, Any]]:
     return rows
 
 
+EPILOG_COLUMN = "\t"  # between a variable and its meaning: --help aligns the rows (commands/plain_help.py)
+
+
 def epilog(*keys: str) -> str:
-    """The --help epilogue listing the variables a command reads (rich markup escaped)."""
-    lines = []
+    """The --help epilogue: a sentence, a blank line, then one row per variable the command reads."""
+    rows = []
     for key in keys:
         setting = BY_KEY[key]
-        name = f"{setting.env} (config.toml: {setting.key})" if setting.in_file else setting.env
-        lines.append(f"{name}: {setting.help}")
+        where = f"; config.toml: {setting.key}" if setting.in_file else ""
+        rows.append(f"{setting.env}{EPILOG_COLUMN}{setting.help}{where}")
     return ("Environment variables and config.toml keys (a flag wins over the environment, the environment "
-            "over the file; `flux2 info` shows the file and each value):\n\n" + "\n".join(lines)).replace("[", "\\[")
+            "over the file; `flux2 info` shows the file and each value):\n\n" + "\n".join(rows))
 
 
 def hf_hub_cache() -> Path:

@@ -1,7 +1,7 @@
 """Write docs/cli.md from the installed `flux2`'s --help and the settings registry.
 
-Help is rendered at a fixed width, without colour and with UTF-8 box characters, so the file
-is the same on every machine. tests/test_cli_docs.py fails while docs/cli.md is out of date;
+Help is rendered at a fixed width (Click's plain help wraps at 80 columns at most), so the
+file is the same on every machine. tests/test_cli_docs.py fails while docs/cli.md is out of date;
 ``--check`` only compares.
 """
 
@@ -14,10 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
-WIDTH = 100
-# Typer reads these when it builds its rich console; the rest keep colour and locale out.
-HELP_ENV = {"TERMINAL_WIDTH": str(WIDTH), "COLUMNS": str(WIDTH), "NO_COLOR": "1", "TERM": "dumb",
-            "_TYPER_FORCE_DISABLE_TERMINAL": "1", "PYTHONIOENCODING": "utf-8"}
+WIDTH = 80
+# Click reads the width from COLUMNS; the rest keep colour and locale out.
+HELP_ENV = {"COLUMNS": str(WIDTH), "NO_COLOR": "1", "TERM": "dumb", "PYTHONIOENCODING": "utf-8"}
 COLOUR_FORCING = ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "CLICOLOR_FORCE")
 
 INTRO = """\

@@ -111,3 +111,15 @@ def test_fast_commands_import_neither_torch_nor_diffusers(args):
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "typer" in imported  # the listing is real
     assert not {"torch", "diffusers", "transformers"} & imported
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate", "--help"], ["serve", "--help"]])
+def test_help_loads_no_rendering_or_model_libraries(args):
+    # What made `flux2 --help` take 0.39 s: rich's help renderer (markdown-it, pygments), Typer
+    # 0.29's pydantic option parsing, and the commands' own imports (PIL, the request module).
+    result = subprocess.run([sys.executable, "-X", "importtime", FLUX2, *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Usage: flux2" in result.stdout, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "flux2cli.commands.generate" in imported
+    assert not {"rich", "pydantic", "markdown_it", "pygments", "PIL", "flux2cli.pipeline.request"} & imported

@@ -158,6 +158,8 @@ def test_every_variable_read_anywhere_is_in_the_registry():
 
 def test_epilog_lists_the_variables_with_their_keys():
     text = settings.epilog("model", "home")
-    assert "FLUX2_MODEL (config.toml: model): default model name" in text
-    assert "FLUX2_HOME: folder for history" in text
+    rows = dict(line.split(settings.EPILOG_COLUMN) for line in text.split("\n\n", 1)[1].splitlines())
+    assert list(rows) == ["FLUX2_MODEL", "FLUX2_HOME"]
+    assert rows["FLUX2_MODEL"].startswith("default model name") and rows["FLUX2_MODEL"].endswith("config.toml: model")
+    assert "config.toml:" not in rows["FLUX2_HOME"]  # it locates the file, so it cannot be set in it
     assert "FLUX2_ENCODER_URL" not in text

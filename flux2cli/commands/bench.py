@@ -1,7 +1,5 @@
 """`flux2 bench`: time a FLUX.2 architecture at its real size with random weights (no download)."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated, Any, Optional
 

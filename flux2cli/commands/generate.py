@@ -1,7 +1,5 @@
 """`flux2 generate "prompt"`: one request, one engine call, files on disk."""
 
-from __future__ import annotations
-
 import json
 import time
 from pathlib import Path
@@ -10,15 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from flux2cli.commands import options as opt
-from flux2cli.commands.console import format_timings, notice, step_progress
 from flux2cli.errors import InvalidRequest
-from flux2cli.pipeline.images import load_reference_file
-from flux2cli.pipeline.metadata import plan_replay, read_parameters
-from flux2cli.pipeline.modifiers import parse_modifiers
-from flux2cli.pipeline.output import generation_body
-from flux2cli.pipeline.registry import resolve_model
-from flux2cli.pipeline.request import GenerationRequest
-from flux2cli.settings import output_dir as resolve_output_dir
 
 
 def generate(
@@ -54,6 +44,16 @@ def generate(
     vae_tiling: opt.VaeTilingOpt = "auto",
 ) -> None:
     """Generate images from one prompt and save them as PNG + .prompt files."""
+    # Imported here, not at the top: `flux2 --help` and the other commands start without them.
+    from flux2cli.commands.console import format_timings, notice, step_progress
+    from flux2cli.pipeline.images import load_reference_file
+    from flux2cli.pipeline.metadata import plan_replay, read_parameters
+    from flux2cli.pipeline.modifiers import parse_modifiers
+    from flux2cli.pipeline.output import generation_body
+    from flux2cli.pipeline.registry import resolve_model
+    from flux2cli.pipeline.request import GenerationRequest
+    from flux2cli.settings import output_dir as resolve_output_dir
+
     if prompt is None and from_image is None:
         raise InvalidRequest("give a prompt, or --from-image IMAGE.png to re-run an image's settings")
     parsed = parse_modifiers(prompt or "")

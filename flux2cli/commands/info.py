@@ -1,27 +1,28 @@
 """`flux2 info`: versions, device, and the model registry, without importing torch."""
 
-from __future__ import annotations
-
 import json
 import platform
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from flux2cli.pipeline.registry import MODELS, ModelSpec, default_model_name
 from flux2cli.settings import ENV_VARS, config_path, hf_hub_cache
 from flux2cli.settings import describe as settings_report
+
+if TYPE_CHECKING:
+    from flux2cli.pipeline.registry import ModelSpec
 
 LIBRARIES = ("flux2cli", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate",
              "bitsandbytes", "gguf", "aiohttp", "prompt_toolkit", "typer")
 
 
 def library_versions() -> dict[str, str | None]:
+    from importlib import metadata  # 15 ms: not paid by `flux2 --help`
+
     versions: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:
@@ -69,7 +70,7 @@ def _snapshot(repo: str):
     return None
 
 
-def cache_status(spec: ModelSpec) -> str:
+def cache_status(spec: "ModelSpec") -> str:
     """"yes" (all a local-encoder run needs), "no encoder" (enough with a remote encoder), or "no"."""
     if spec.local_dir is not None:
         return "yes" if (spec.local_dir / "model_index.json").is_file() else "no"
@@ -86,7 +87,7 @@ def cache_status(spec: ModelSpec) -> str:
     return "yes" if has_encoder else "no encoder"
 
 
-def model_row(spec: ModelSpec, device: dict[str, Any]) -> dict[str, Any]:
+def model_row(spec: "ModelSpec", device: dict[str, Any]) -> dict[str, Any]:
     status = cache_status(spec)
     memory = device.get("memory_gb")
     return {
@@ -121,6 +122,8 @@ def info(
 
         show_image_parameters(image, json_output)
         return
+    from flux2cli.pipeline.registry import MODELS, default_model_name
+
     device = probe_device(with_torch=probe)
     report = {
         "python": platform.python_version(),

@@ -28,7 +28,7 @@ ModelOpt = Annotated[Optional[str], typer.Option(
     help="Registry name (see `flux2 info`): dev-bnb4 (default), dev, dev-gguf-q8, klein-4b, tiny, ... "
          "Else FLUX2_MODEL or config.toml's model.")]
 FullModelOpt = Annotated[bool, typer.Option(
-    "--full-model", rich_help_panel=MODEL_PANEL, help="Shorthand for --model dev (bf16 FLUX.2 \\[dev]).")]
+    "--full-model", rich_help_panel=MODEL_PANEL, help="Shorthand for --model dev (bf16 FLUX.2 [dev]).")]
 GGUFOpt = Annotated[Optional[str], typer.Option(
     "--gguf", rich_help_panel=MODEL_PANEL, metavar="bf16|q8|q4|PATH", autocompletion=choices("bf16", "q8", "q4"),
     help="GGUF transformer: shorthand for --model dev-gguf-QUANT, or a local .gguf file.")]

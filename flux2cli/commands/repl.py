@@ -1,12 +1,8 @@
 """`flux2 repl`: load the model once, then prompt (the spec's interactive loop)."""
 
-from __future__ import annotations
-
 import typer
 
 from flux2cli.commands import options as opt
-from flux2cli.pipeline.registry import resolve_model
-from flux2cli.settings import output_dir as resolve_output_dir
 
 
 def repl(
@@ -22,8 +18,10 @@ def repl(
     vae_tiling: opt.VaeTilingOpt = "auto",
 ) -> None:
     """Interactive prompt loop: history, Tab completion, /commands, cached embeddings."""
+    from flux2cli.pipeline.registry import resolve_model
     from flux2cli.repl.app import run_repl
     from flux2cli.repl.session import ReplSession
+    from flux2cli.settings import output_dir as resolve_output_dir
 
     spec = resolve_model(model, full_model=full_model, gguf=gguf)
     output_dir = resolve_output_dir(output_dir)

@@ -1,16 +1,10 @@
 """`flux2 serve`: the spec's REST API and the web UI, on 127.0.0.1:2222 by default."""
 
-from __future__ import annotations
-
-import logging
 from typing import Annotated, Optional
 
 import typer
 
-from flux2cli import settings
 from flux2cli.commands import options as opt
-from flux2cli.commands.console import stderr
-from flux2cli.pipeline.registry import resolve_model
 
 
 def serve(
@@ -38,6 +32,9 @@ def serve(
     vae_tiling: opt.VaeTilingOpt = "auto",
 ) -> None:
     """Serve the REST API and the web UI until Ctrl-C (SIGINT) or SIGTERM."""
+    from flux2cli import settings
+    from flux2cli.commands.console import stderr
+    from flux2cli.pipeline.registry import resolve_model
     from flux2cli.server.app import check_can_listen, run_server
     from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 
@@ -67,6 +64,8 @@ def serve(
 
 
 def _log_to_stderr() -> None:
+    import logging
+
     logger = logging.getLogger("flux2cli.server")
     if not logger.handlers:
         handler = logging.StreamHandler()
