@@ -1,8 +1,8 @@
 """Click's plain --help, with options grouped under their panel and the settings as a table.
 
-Rich help costs `flux2 --help` about 0.15 s of imports (rich, markdown-it, pygments) on two
-cores, as long as the whole command takes without it; plain text keeps the grouping that
-matters: the model flags under "Model", the FLUX2_* variables aligned like options.
+Typer's rich help imports rich, markdown-it and pygments: about 0.15 s on two cores, more
+than the whole plain `flux2 --help` takes (docs/performance.md). Plain text keeps what the
+panels were for: the model flags under "Model", the FLUX2_* variables aligned like options.
 """
 
 from __future__ import annotations
