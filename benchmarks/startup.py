@@ -13,8 +13,8 @@ from __future__ import annotations
 import compileall
 import subprocess
 import sys
-from pathlib import Path
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import flux2_executable, interleave, median, summary

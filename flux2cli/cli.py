@@ -25,9 +25,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals hold prompts, tokens and tensors
     add_completion=True,
 )
-app.command(cls=plain_help.Command, epilog=epilog("model", "output_dir", "encoder_url", "encoder_token", "debug"))(generate)
+app.command(cls=plain_help.Command,
+            epilog=epilog("model", "output_dir", "encoder_url", "encoder_token", "debug"))(generate)
 app.command(cls=plain_help.Command, epilog=epilog("model", "output_dir", "home", "debug"))(repl)
-app.command(cls=plain_help.Command, epilog=epilog("host", "port", "api_key", "model", "output_dir", "encoder_url", "encoder_token"))(serve)
+app.command(cls=plain_help.Command,
+            epilog=epilog("host", "port", "api_key", "model", "output_dir", "encoder_url", "encoder_token"))(serve)
 app.command(cls=plain_help.Command, epilog=epilog("config", "home"))(info)
 app.command(cls=plain_help.Command)(bench)
 

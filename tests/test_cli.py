@@ -123,3 +123,24 @@ def test_help_loads_no_rendering_or_model_libraries(args):
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "flux2cli.commands.generate" in imported
     assert not {"rich", "pydantic", "markdown_it", "pygments", "PIL", "flux2cli.pipeline.request"} & imported
+
+
+def _help_sections(text: str) -> dict[str, str]:
+    """--help's sections by heading ("Options", "Model", ...), each body with its wrapping undone."""
+    sections: dict[str, list[str]] = {}
+    current = sections.setdefault("", [])
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":") and not line.startswith("Usage"):
+            current = sections.setdefault(line[:-1], [])
+        else:
+            current.append(line)
+    return {title: " ".join(" ".join(lines).split()) for title, lines in sections.items()}
+
+
+def test_plain_help_keeps_the_model_flags_apart_and_the_summaries_whole():
+    sections = _help_sections(run("generate", "--help").stdout)
+    assert "--gguf" in sections["Model"] and "--offload" in sections["Model"] and "--seed" not in sections["Model"]
+    assert "--seed" in sections["Options"] and "--gguf" not in sections["Options"]
+    assert list(sections)[1:4] == ["Arguments", "Options", "Model"]
+    main = _help_sections(run("--help").stdout)
+    assert "generate Generate images from one prompt and save them as PNG + .prompt files." in main["Commands"]
