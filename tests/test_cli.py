@@ -144,3 +144,9 @@ def test_plain_help_keeps_the_model_flags_apart_and_the_summaries_whole():
     assert list(sections)[1:4] == ["Arguments", "Options", "Model"]
     main = _help_sections(run("--help").stdout)
     assert "generate Generate images from one prompt and save them as PNG + .prompt files." in main["Commands"]
+
+
+def test_bare_flux2_prints_the_help_on_stdout():
+    result = run()
+    assert result.returncode == 2 and result.stderr == ""
+    assert result.stdout.startswith("Usage: flux2 [OPTIONS] COMMAND") and "Commands:" in result.stdout

@@ -52,6 +52,14 @@ class Command(TyperCommand):
 
 
 class Group(TyperGroup):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # Click's plain mode prints this help on stderr; `flux2 | less` should page it, as it did
+        # with rich help. Exit 2 as before: no command was run.
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            print(ctx.get_help())
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
     def format_options(self, ctx: Any, formatter: Any) -> None:
         _format_sections(self, ctx, formatter)
         self.format_commands(ctx, formatter)
