@@ -236,8 +236,3 @@ def hf_hub_cache() -> Path:
     hf_home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
     return Path(hf_home).expanduser() / "hub"
-
-
-def is_repo_cached(repo: str) -> bool:
-    snapshots = hf_hub_cache() / f"models--{repo.replace('/', '--')}" / "snapshots"
-    return snapshots.is_dir() and any(snapshots.iterdir())

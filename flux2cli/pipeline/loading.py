@@ -91,12 +91,6 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
-def load_pipeline(spec: ModelSpec, options: LoadOptions) -> tuple[Any, str]:
-    """Load ``spec``'s pipeline onto a device; returns (pipeline, device)."""
-    loaded = load_model_parts(spec, options)
-    return loaded.pipe, loaded.device
-
-
 def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> LoadedModel:
     """Load ``spec`` as ``options`` say; see the module docstring for the steps."""
     options = (options or LoadOptions()).validate()
