@@ -8,13 +8,12 @@ Those routes answer errors in OpenAI's shape, ``{"error": {"message", "type", "p
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from flux2cli.errors import InvalidRequest
-from flux2cli.server.responses import error_response
+from flux2cli.server.responses import error_parts
 
 OPENAI_PREFIX = "/v1/"
 # OpenAI clients upload edit images as files; the Origin and Sec-Fetch-Site checks still
@@ -35,7 +34,6 @@ _KINDS: dict[int, tuple[str, str | None]] = {
     503: ("server_error", "server_busy"),
     507: ("server_error", "out_of_memory"),
 }
-_KEPT_HEADERS = ("Retry-After", "WWW-Authenticate", "Allow")
 
 
 class OpenAIRequestError(InvalidRequest):
@@ -60,15 +58,8 @@ def openai_error_body(message: str, status: int, *, param: str | None = None,
 
 def openai_error_response(error: BaseException, *, retry_after: int | None = None,
                           message: str | None = None) -> web.Response:
-    """``error_response``'s answer in OpenAI's shape.
-
-    The spec-shaped response is built first because it decides the status, the headers
-    and what a message may say (clipped, never a traceback or a path); only the body's
-    shape differs here.
-    """
-    spec_shaped = error_response(error, retry_after=retry_after, message=message)
-    text = json.loads(spec_shaped.body)["error"]
+    """``error_response``'s answer in OpenAI's shape: the same status, message and headers."""
+    status, text, headers = error_parts(error, retry_after=retry_after, message=message)
     known = error if isinstance(error, OpenAIRequestError) else None
-    body = openai_error_body(text, spec_shaped.status, param=known and known.param, code=known and known.code)
-    headers = {name: spec_shaped.headers[name] for name in _KEPT_HEADERS if name in spec_shaped.headers}
-    return web.json_response(body, status=spec_shaped.status, headers=headers)
+    body = openai_error_body(text, status, param=known and known.param, code=known and known.code)
+    return web.json_response(body, status=status, headers=headers)

@@ -45,6 +45,14 @@ def error_body(message: str) -> dict[str, Any]:
 def error_response(error: BaseException, *, retry_after: int | None = None,
                    message: str | None = None) -> web.Response:
     """The response for ``error``: a ``Flux2Error``, an aiohttp ``HTTPException`` or a bug."""
+    status, text, headers = error_parts(error, retry_after=retry_after, message=message)
+    return json_response(error_body(text), status=status, headers=headers)
+
+
+def error_parts(error: BaseException, *, retry_after: int | None = None,
+                message: str | None = None) -> tuple[int, str, dict[str, str]]:
+    """The status, the message a client may read (clipped; never a traceback or a path) and
+    the headers for ``error``, whatever shape the body then takes."""
     headers: dict[str, str] = {}
     if isinstance(error, Flux2Error):
         status = error.http_status
@@ -63,4 +71,4 @@ def error_response(error: BaseException, *, retry_after: int | None = None,
         text = "internal server error; the server log has details"
     if status == 503 or isinstance(error, Busy):
         headers["Retry-After"] = str(retry_after or 5)
-    return json_response(error_body(text), status=status, headers=headers)
+    return status, text, headers
