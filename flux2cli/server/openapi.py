@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from flux2cli import __version__ as _version
-from flux2cli.pipeline.request import MAX_BATCH, MAX_PROMPT_CHARS, ORIENTATIONS, SIZES
+from flux2cli.pipeline.request import DEFAULT_STRENGTH, MAX_BATCH, MAX_PROMPT_CHARS, ORIENTATIONS, SIZES
+from flux2cli.server.openai_payload import IGNORED_FIELDS, OUTPUT_FORMATS, RESPONSE_FORMATS
+from flux2cli.server.payload import MAX_REFERENCE_IMAGES
+from flux2cli.server.worker import CANCELLED, DONE, ERROR, QUEUED, RUNNING
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -50,12 +53,12 @@ _SCHEMAS: dict[str, Any] = {
             "batch": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 1},
             "input_image": {"type": "string", "description": "Reference image: a data URL or bare base64 "
                                                              "(PNG, JPEG or WebP)"},
-            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75,
+            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_STRENGTH,
                          "description": "Only used with a reference image"},
             "width": {"type": "integer", "description": "Addition: explicit width (multiple of 16), with height"},
             "height": {"type": "integer", "description": "Addition: explicit height (multiple of 16), with width"},
             "guidance": {"type": "number", "description": "Addition: guidance scale (ignored by distilled models)"},
-            "input_images": {"type": "array", "items": {"type": "string"}, "maxItems": 4,
+            "input_images": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_REFERENCE_IMAGES,
                              "description": "Addition: several reference images"},
         },
     },
@@ -110,7 +113,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "success": {"const": True}, "id": {"type": "string"},
-            "state": {"const": "queued"}, "position": {"type": "integer"},
+            "state": {"const": QUEUED}, "position": {"type": "integer"},
             "status_url": {"type": "string"}, "events_url": {"type": "string"},
         },
     },
@@ -119,7 +122,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "success": {"const": True},
             "id": {"type": "string"},
-            "state": {"type": "string", "enum": ["queued", "running", "done", "error", "cancelled"]},
+            "state": {"type": "string", "enum": [QUEUED, RUNNING, DONE, ERROR, CANCELLED]},
             "position": {"type": ["integer", "null"], "description": "1 = next to run"},
             "prompt": {"type": "string"},
             "progress": _ref("Progress"),
@@ -209,8 +212,8 @@ _OPENAI_COMMON = {
           "description": "Images in one batch; image i uses seed+i"},
     "size": {"type": "string", "default": "auto", "examples": ["auto", "1024x1024", "1344x768"],
              "description": "WIDTHxHEIGHT, multiples of 16 within the model's 4 MP limit, or auto"},
-    "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
-    "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"], "default": "png"},
+    "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": RESPONSE_FORMATS[0]},
+    "output_format": {"type": "string", "enum": list(OUTPUT_FORMATS), "default": OUTPUT_FORMATS[0]},
     "output_compression": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100,
                            "description": "JPEG / WebP quality"},
     "background": {"type": "string", "enum": ["auto", "opaque"]},
@@ -219,8 +222,7 @@ _OPENAI_COMMON = {
     "steps": {"type": "integer", "description": "Addition: default and range from the loaded model"},
     "guidance": {"type": "number", "description": "Addition: ignored by distilled models"},
     "partial_images": {"const": 0},
-    **{name: {"description": "Accepted and ignored"} for name in ("quality", "style", "user", "moderation",
-                                                                   "safety_identifier")},
+    **{name: {"description": "Accepted and ignored"} for name in IGNORED_FIELDS},
 }
 _SCHEMAS.update({
     "OpenAIImageGenerationRequest": {
@@ -235,10 +237,9 @@ _SCHEMAS.update({
         "properties": {
             **_OPENAI_COMMON,
             "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP file"},
-            "image[]": {"type": "array", "maxItems": 4, "items": {"type": "string", "format": "binary"}},
-            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75,
+            "image[]": {"type": "array", "maxItems": MAX_REFERENCE_IMAGES, "items": {"type": "string", "format": "binary"}},
+            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_STRENGTH,
                          "description": "Addition: as in POST /generate"},
-            "input_fidelity": {"description": "Accepted and ignored"},
         },
     },
     "OpenAIImagesResponse": {

@@ -48,6 +48,10 @@ class GenerationEngine(Protocol):
                           cancel: threading.Event | None = None) -> list[Any]: ...
 
 
+def _shutting_down() -> Busy:
+    return Busy("the server is shutting down; try again once it is back")
+
+
 @dataclass(eq=False)
 class Job:
     """One generation and everything a client may ask about it."""
@@ -60,9 +64,6 @@ class Job:
     step: int = 0
     total_steps: int = 0
     current: int = 0  # 1-based image of the batch being generated
-    created: float = field(default_factory=time.monotonic)
-    started: float | None = None
-    finished: float | None = None
     result: dict[str, Any] | None = None  # the spec's success body, once done
     error: Flux2Error | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -173,9 +174,8 @@ class GenerationWorker:
         if self._closing:
             return
         self._closing = True
-        shutting_down = Busy("the server is shutting down; try again once it is back")
         while self._waiting:
-            self._finish(self._waiting.popleft(), error=shutting_down)
+            self._finish(self._waiting.popleft(), error=_shutting_down())
         if self.running is not None:
             self.running.cancel.set()
         self._wakeup.set()
@@ -199,14 +199,10 @@ class GenerationWorker:
     def busy(self) -> bool:
         return self.running is not None or bool(self._waiting)
 
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
     def check_can_generate_now(self) -> None:
         """Raise ``Busy`` unless a synchronous generation could start right away."""
         if self._closing:
-            raise Busy("the server is shutting down; try again once it is back")
+            raise _shutting_down()
         if self.busy:
             raise Busy("another generation is in progress; retry after the Retry-After seconds "
                        "or queue it with POST /jobs")
@@ -214,7 +210,7 @@ class GenerationWorker:
     def check_can_queue(self) -> None:
         """Raise ``Busy`` when the queue is full (or the server is shutting down)."""
         if self._closing:
-            raise Busy("the server is shutting down; try again once it is back")
+            raise _shutting_down()
         if len(self._waiting) >= self.queue_size:
             raise Busy(f"the job queue is full ({self.queue_size} waiting); try again later")
 
@@ -281,7 +277,7 @@ class GenerationWorker:
 
     async def _execute(self, job: Job) -> None:
         self.running = job
-        job.state, job.position, job.started = RUNNING, None, time.monotonic()
+        job.state, job.position = RUNNING, None
         job.publish("started", {"state": RUNNING, "total_steps": job.total_steps, "batch": job.request.batch})
         loop = asyncio.get_running_loop()
 
@@ -299,14 +295,14 @@ class GenerationWorker:
             saved, elapsed = await self._in_thread(work)
         except GenerationCancelled as error:
             if self._closing:
-                self._finish(job, error=Busy("the server is shutting down; try again once it is back"))
+                self._finish(job, error=_shutting_down())
             else:
                 self._finish(job, error=error)
         except Flux2Error as error:
             self._finish(job, error=error)
         except asyncio.CancelledError:
             job.cancel.set()
-            self._finish(job, error=Busy("the server is shutting down; try again once it is back"))
+            self._finish(job, error=_shutting_down())
             raise
         except Exception:
             log.exception("generation %s failed unexpectedly", job.id)
@@ -321,7 +317,6 @@ class GenerationWorker:
 
     def _finish(self, job: Job, *, result: dict[str, Any] | None = None,
                 error: Flux2Error | None = None) -> None:
-        job.finished = time.monotonic()
         job.position = None
         if job.request.reference_images:  # finished jobs are kept a while; their uploads need not be
             job.request = replace(job.request, reference_images=())
