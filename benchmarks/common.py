@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,14 +72,9 @@ def machine() -> dict[str, Any]:
                 memory_gb = round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
-    versions = {}
-    from importlib import metadata
+    from flux2cli.commands.info import library_versions, probe_device
 
-    for name in ("torch", "diffusers", "transformers", "typer", "aiohttp"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    device = probe_device(with_torch=False)  # nvidia-smi when there is one; torch is not imported
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -90,21 +84,12 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_gb": memory_gb,
-        "gpu": _gpu_name(),
+        "gpu": device["name"] if device["type"] == "cuda" else None,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "versions": versions,
+        "versions": library_versions(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def _gpu_name() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def flux2_executable() -> str:

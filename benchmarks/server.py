@@ -59,14 +59,6 @@ class _Client:
             return response.status, payload.decode(errors="replace")
 
 
-def _serve_available(flux2: str) -> str | None:
-    """None when `flux2 serve` exists, else why not."""
-    result = subprocess.run([flux2, "serve", "--help"], capture_output=True, text=True)
-    if result.returncode != 0:
-        return f"`flux2 serve` is not available yet ({(result.stderr or result.stdout).strip().splitlines()[-1:]})"
-    return None
-
-
 def _start_server(flux2: str, port: int, output_dir: Path, log: Path) -> subprocess.Popen:
     handle = log.open("w")
     process = subprocess.Popen([flux2, "serve", "--model", "tiny", "--port", str(port), "--output-dir",
@@ -164,10 +156,6 @@ def _throughput(port: int, engine: Any, output_dir: Path, quick: bool) -> dict[s
 
 def run(quick: bool = False, engine: Any = None) -> dict[str, Any]:
     flux2 = flux2_executable()
-    missing = _serve_available(flux2)
-    if missing:
-        return {"name": "server", "skipped": missing,
-                "rows": [("server: /status p99, /generate throughput", f"skipped: {missing}", "", None)]}
     from flux2cli.pipeline.engine import Engine
 
     engine = engine or Engine.load("tiny")
