@@ -4,11 +4,6 @@ No timing assertions: timings depend on the machine; only their presence is chec
 """
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +14,8 @@ from flux2cli.bench.flops import transformer_flops, transformer_params
 from flux2cli.bench.memory import DoesNotFit, estimate_memory
 from flux2cli.errors import InvalidRequest
 
-FLUX2 = shutil.which("flux2", path=str(Path(sys.executable).parent)) or shutil.which("flux2")
+from console_script import run
 
-
-def run(*args, timeout=300):
-    return subprocess.run([FLUX2, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
 
 @pytest.mark.parametrize("variant", [
@@ -147,15 +139,7 @@ def test_gguf_q8_builds_real_gguf_linears_and_runs():
 # -- through the console script -----------------------------------------------------
 
 
-def _require_bench_command():
-    assert FLUX2, "flux2 is not on PATH: install the package (pip install -e .)"
-    result = run("bench", "--help", timeout=60)
-    assert result.returncode == 0, ("`flux2 bench` is not registered: add "
-                                    "`app.command()(bench)` to flux2cli/cli.py\n" + result.stderr)
-
-
 def test_cpu_smoke_run_through_the_console_script():
-    _require_bench_command()
     result = run("bench", "--arch", "tiny-arch", "--size", "64", "--steps", "2", "--batch", "2",
                  "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr
@@ -169,7 +153,6 @@ def test_cpu_smoke_run_through_the_console_script():
 
 
 def test_console_script_refuses_politely_when_it_does_not_fit():
-    _require_bench_command()
     result = run("bench", "--arch", "dev", "--dtype", "bf16", "--device", "cpu", "--memory", "24")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -180,7 +163,6 @@ def test_console_script_refuses_politely_when_it_does_not_fit():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
 def test_nf4_on_the_cpu_is_refused_in_one_line():
-    _require_bench_command()
     result = run("bench", "--arch", "tiny-arch", "--quant", "nf4")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: --quant nf4 needs bitsandbytes with a CUDA GPU and this run is "

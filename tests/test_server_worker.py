@@ -133,11 +133,13 @@ def test_shutdown_cancels_the_running_generation_and_answers_503(tmp_path):
     thread.start()
     _running(server, "long")
     queued = _job(server, "queued")
+    worker = server.worker  # the app is gone once the server stops
     server.stop()
     thread.join(30)
     assert "shutting down" in assert_error(replies[0], 503)
     assert [r.prompt for r in engine.requests] == ["long"]
-    assert queued  # it was refused with the same message, never run
+    refused = worker.get(queued)  # refused with the same message, never run (engine.requests above)
+    assert refused.state == "error" and "shutting down" in str(refused.error)
 
 
 def test_current_counts_images_when_an_engine_denoises_them_one_by_one():

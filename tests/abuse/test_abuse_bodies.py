@@ -88,8 +88,6 @@ def test_a_multipart_body_with_many_fields_is_refused_quickly(server):
 
 def test_openai_edits_refuse_a_form_with_many_fields(server):
     """The one route that reads multipart stops counting parts early."""
-    if not any(route.resource.canonical == "/v1/images/edits" for route in server.app.router.routes()):
-        pytest.skip("this build has no /v1/images/edits")
     body, content_type = _multipart(20_000)
     started = time.monotonic()
     reply = _post(server, "/v1/images/edits", body, content_type=content_type)
