@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
@@ -13,6 +14,10 @@ def png_bytes(size=(64, 64), color=(30, 180, 60), fmt="PNG") -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -21,6 +21,7 @@ import pytest
 from flux2cli.server.config import MAX_BODY_BYTES, ServerConfig
 from flux2cli.server.openapi import openapi_document
 from flux2cli.server.routes import STATIC_DIR
+from images import data_url, png_bytes
 from server_fixtures import TINY_PROMPT, LiveServer, assert_error
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -41,18 +42,6 @@ def generated(server):
                                               "strength": 0.75, "orientation": "landscape", "size": "1mp"})
     assert reply.status == 200, reply.body
     return reply.json()
-
-
-def _png(size=(32, 24), fmt="PNG") -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 200, 30)).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def _data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 # -- the spec's routes ---------------------------------------------------------------
@@ -107,8 +96,8 @@ def test_generate_returns_the_spec_body_and_serves_the_images(server, generated)
 
 
 def test_reference_images_are_decoded_and_handed_to_the_engine(server):
-    cases = [_data_url(_png()), base64.b64encode(_png(fmt="JPEG")).decode(),
-             _data_url(_png(fmt="WEBP"), "image/webp")]
+    cases = [data_url(png_bytes((32, 24))), base64.b64encode(png_bytes((32, 24), fmt="JPEG")).decode(),
+             data_url(png_bytes((32, 24), fmt="WEBP"), "image/webp")]
     for image in cases:
         reply = server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 1, "input_image": image,
                                                   "strength": 0.5})
@@ -121,7 +110,7 @@ def test_a_4mp_png_in_base64_fits_under_the_body_cap(server):
     noise = Image.frombytes("RGB", (2048, 2048), os.urandom(2048 * 2048 * 3))  # incompressible
     buffer = io.BytesIO()
     noise.save(buffer, format="PNG", compress_level=1)
-    body = {"prompt": TINY_PROMPT, "steps": 1, "input_image": _data_url(buffer.getvalue())}
+    body = {"prompt": TINY_PROMPT, "steps": 1, "input_image": data_url(buffer.getvalue())}
     assert len(json.dumps(body)) > 16 * 1024 * 1024
     reply = server.call("POST", "/generate", body)
     assert reply.status == 200 and reply.json()["success"] is True, reply.body[:200]

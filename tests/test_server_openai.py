@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from flux2cli.server.config import ServerConfig
+from images import png_bytes
 from server_fixtures import TINY_PROMPT, FakeEngine, LiveServer
 
 openai = pytest.importorskip("openai")
@@ -46,14 +47,6 @@ def _image(b64: str):
     image = Image.open(io.BytesIO(base64.b64decode(b64)))
     image.load()
     return image
-
-
-def _upload(size=(96, 160), color=(10, 200, 30)) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _openai_error(reply) -> dict:
@@ -167,7 +160,7 @@ def test_streaming_is_refused_clearly(client):
 
 
 def test_edit_uses_the_image_as_reference_and_keeps_its_shape(client):
-    result = client.images.edit(image=("photo.png", _upload(), "image/png"), prompt=TINY_PROMPT,
+    result = client.images.edit(image=("photo.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), prompt=TINY_PROMPT,
                                 extra_body={**FAST, "seed": 9, "strength": 0.5})
     image = _image(result.data[0].b64_json)
     assert image.size == (48, 80)  # a tall upload: tiny's portrait 1 MP
@@ -177,7 +170,7 @@ def test_edit_uses_the_image_as_reference_and_keeps_its_shape(client):
 
 
 def test_edit_with_several_images_a_size_and_n(client):
-    images = [("a.png", _upload((64, 64)), "image/png"), ("b.png", _upload((80, 48), (200, 0, 0)), "image/png")]
+    images = [("a.png", png_bytes((64, 64), (10, 200, 30)), "image/png"), ("b.png", png_bytes((80, 48), (200, 0, 0)), "image/png")]
     result = client.images.edit(image=images, prompt=TINY_PROMPT, size="80x48", n=2,
                                 output_format="webp", extra_body=FAST)
     assert len(result.data) == 2 and result.size == "80x48"
@@ -186,10 +179,10 @@ def test_edit_with_several_images_a_size_and_n(client):
 
 @pytest.mark.parametrize(("kwargs", "param", "words"), [
     ({"image": ("x.png", b"not an image", "image/png")}, "image", "is not a PNG, JPEG or WebP"),
-    ({"image": ("x.png", _upload(), "image/png"), "mask": ("m.png", _upload(), "image/png")}, "mask",
+    ({"image": ("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), "mask": ("m.png", png_bytes((96, 160), (10, 200, 30)), "image/png")}, "mask",
      "mask is not supported"),
-    ({"image": [("x.png", _upload(), "image/png")] * 5}, "image", "at most 4 images"),
-    ({"image": ("x.png", _upload(), "image/png"), "size": "70x70"}, "size", "multiples of 16"),
+    ({"image": [("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png")] * 5}, "image", "at most 4 images"),
+    ({"image": ("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), "size": "70x70"}, "size", "multiples of 16"),
 ])
 def test_edit_refusals(client, kwargs, param, words):
     with pytest.raises(openai.BadRequestError) as error:

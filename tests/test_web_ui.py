@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flux2cli.server.config import ServerConfig
+from images import png_bytes
 from server_fixtures import TINY_PROMPT, LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -140,15 +141,10 @@ def test_bad_input_shows_an_inline_error(browser, server):
 
 
 def test_reference_image_by_file_picker_shows_strength(browser, server):
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), (250, 200, 0)).save(buffer, format="PNG")
+    picture = png_bytes((40, 30), (250, 200, 0))
     page, _, _ = _page(browser, server, viewport={"width": 1280, "height": 820})
     assert page.locator("#strength-row").is_hidden()
-    page.set_input_files("#file", files=[{"name": "ref.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    page.set_input_files("#file", files=[{"name": "ref.png", "mimeType": "image/png", "buffer": picture}])
     sync_api.expect(page.locator("#preview")).to_be_visible()
     sync_api.expect(page.locator("#strength-row")).to_be_visible()
     page.locator("#strength").fill("0.5")
@@ -185,12 +181,8 @@ def test_the_page_asks_for_the_api_key(browser, tiny_engine, tmp_path):
 
 def test_drag_and_drop_sets_the_reference_image(browser, server):
     import base64
-    import io
 
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), (0, 120, 250)).save(buffer, format="PNG")
+    picture = png_bytes((40, 30), (0, 120, 250))
     page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
     page.evaluate("""async (b64) => {
         const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -199,7 +191,7 @@ def test_drag_and_drop_sets_the_reference_image(browser, server):
         const drop = document.getElementById("drop");
         drop.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
         drop.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
-    }""", base64.b64encode(buffer.getvalue()).decode())
+    }""", base64.b64encode(picture).decode())
     sync_api.expect(page.locator("#preview")).to_be_visible()
     sync_api.expect(page.locator("#strength-row")).to_be_visible()
     assert page.evaluate("() => document.getElementById('preview').naturalWidth") == 40

@@ -25,7 +25,7 @@ from flux2cli.pipeline.remote_encoder import NO_RETRY, RemoteTextEncoder
 from flux2cli.server.config import ServerConfig
 from guarded_server import GuardedServer, raw_request, refused
 from hostile_encoder import STATE, hostile_encoder_app
-from standins import ThreadedServer
+from standins import FixedEncoder, ThreadedServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -104,20 +104,10 @@ def test_the_server_generates_again_once_the_encoder_behaves(remote, encoder):
 # -- our own encoder server (`make_encoder_app`), abused --------------------------------
 
 
-class _ZeroEncoder:
-    name = "local encoder"
-
-    def __init__(self, shape):
-        self.shape = shape
-
-    def encode(self, key):
-        return torch.zeros(self.shape)
-
-
 @pytest.fixture(scope="module")
 def own_encoder(tiny_engine):
     spec = tiny_engine.spec
-    encoder = _ZeroEncoder((1, spec.max_sequence_length, 8))
+    encoder = FixedEncoder(torch.zeros(1, spec.max_sequence_length, 8))
     with ThreadedServer(make_encoder_app(encoder, spec=spec, api_key=TOKEN)) as server:
         yield server
 

@@ -13,13 +13,9 @@ import base64
 import pytest
 
 from guarded_server import refused
-from images import HOSTILE, png_bytes, png_declaring
+from images import HOSTILE, data_url, png_bytes, png_declaring
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def _data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def _generate(server, **fields):
@@ -29,9 +25,9 @@ def _generate(server, **fields):
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_images_are_a_400_as_data_url_bare_base64_and_in_a_list(server, name):
     payload = HOSTILE[name]
-    for fields in ({"input_image": _data_url(payload)},
+    for fields in ({"input_image": data_url(payload)},
                    {"input_image": base64.b64encode(payload).decode()},
-                   {"input_images": [_data_url(png_bytes((32, 32))), _data_url(payload)]}):
+                   {"input_images": [data_url(png_bytes((32, 32))), data_url(payload)]}):
         if not payload and "input_image" in fields and fields["input_image"] == "":
             continue  # an empty input_image means "no image", as the web UI sends it
         message = refused(server, _generate(server, **fields), 400)
@@ -39,13 +35,13 @@ def test_hostile_images_are_a_400_as_data_url_bare_base64_and_in_a_list(server, 
 
 
 @pytest.mark.parametrize(("value", "words"), [
-    (_data_url(HOSTILE["tiff"], "image/tiff"), "PNG, JPEG or WebP"),
-    (_data_url(HOSTILE["pdf"], "application/pdf"), "PNG, JPEG or WebP"),
-    (_data_url(HOSTILE["fits"], "image/fits"), "PNG, JPEG or WebP"),
-    (_data_url(png_bytes((32, 32), fmt="GIF"), "image/gif"), "PNG, JPEG or WebP"),
+    (data_url(HOSTILE["tiff"], "image/tiff"), "PNG, JPEG or WebP"),
+    (data_url(HOSTILE["pdf"], "application/pdf"), "PNG, JPEG or WebP"),
+    (data_url(HOSTILE["fits"], "image/fits"), "PNG, JPEG or WebP"),
+    (data_url(png_bytes((32, 32), fmt="GIF"), "image/gif"), "PNG, JPEG or WebP"),
     (base64.b64encode(png_bytes((32, 32), fmt="GIF")).decode(), "is not a PNG, JPEG or WebP"),
-    (_data_url(png_bytes((32, 32), fmt="GIF")), "is not a PNG, JPEG or WebP"),  # labelled PNG, is GIF
-    (_data_url(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"), "PNG, JPEG or WebP"),
+    (data_url(png_bytes((32, 32), fmt="GIF")), "is not a PNG, JPEG or WebP"),  # labelled PNG, is GIF
+    (data_url(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"), "PNG, JPEG or WebP"),
     ("data:text/html;base64,PHNjcmlwdD4=", "PNG, JPEG or WebP"),
     ("data:image/png;base64,", "is empty"),  # the prefix only
     ("data:image/png;base64", "not valid base64"),
@@ -54,14 +50,14 @@ def test_hostile_images_are_a_400_as_data_url_bare_base64_and_in_a_list(server, 
     ("data:image/png;base64,!!!!", "not valid base64"),
     ("data:image/png;base64,\u00e9\u00e9\u00e9\u00e9", "not valid base64"),
     ("not base64 at all, just words", "not valid base64"),
-    (_data_url(png_bytes((1, 1))), "at least 16 pixels"),
-    (_data_url(png_bytes((16, 2000))), "at most 8x"),
-    (_data_url(png_declaring(60000, 60000)), "pixels"),
-    (_data_url(png_declaring(100_000, 100_000)), "too many pixels"),
-    (_data_url(png_declaring(6000, 4000)), "6000x4000 pixels"),
-    (_data_url(png_declaring(2**31 - 1, 1)), "pixels"),
-    (_data_url(png_bytes()[:40]), "is not a PNG, JPEG or WebP"),
-    (_data_url(png_bytes(fmt="JPEG")[:200]), "is not a PNG, JPEG or WebP"),
+    (data_url(png_bytes((1, 1))), "at least 16 pixels"),
+    (data_url(png_bytes((16, 2000))), "at most 8x"),
+    (data_url(png_declaring(60000, 60000)), "pixels"),
+    (data_url(png_declaring(100_000, 100_000)), "too many pixels"),
+    (data_url(png_declaring(6000, 4000)), "6000x4000 pixels"),
+    (data_url(png_declaring(2**31 - 1, 1)), "pixels"),
+    (data_url(png_bytes()[:40]), "is not a PNG, JPEG or WebP"),
+    (data_url(png_bytes(fmt="JPEG")[:200]), "is not a PNG, JPEG or WebP"),
     (5, "base64 string"),
     ({"url": "file:///etc/passwd"}, "base64 string"),
     (["data:image/png;base64,"], "base64 string"),
@@ -75,13 +71,13 @@ def test_mislabelled_and_malformed_uploads_get_a_400_naming_the_problem(server, 
 @pytest.mark.parametrize(("fields", "words"), [
     ({"input_images": "data:image/png;base64,AAAA"}, "input_images must be a list"),
     ({"input_images": [None]}, "base64 string"),
-    ({"input_images": [_data_url(png_bytes((32, 32)))] * 5}, "at most 4 reference images"),
+    ({"input_images": [data_url(png_bytes((32, 32)))] * 5}, "at most 4 reference images"),
     ({"input_images": [""] * 10_000}, "at most 4 reference images"),  # counted before decoding
-    ({"input_image": _data_url(png_bytes((32, 32))), "strength": 1.5}, "strength must be between 0 and 1"),
-    ({"input_image": _data_url(png_bytes((32, 32))), "strength": -0.1}, "strength must be between 0 and 1"),
-    ({"input_image": _data_url(png_bytes((32, 32))), "strength": 1.1}, "strength must be between 0 and 1"),
-    ({"input_image": _data_url(png_bytes((32, 32))), "strength": 0}, "strength must be above 0"),
-    ({"input_image": _data_url(png_bytes((32, 32))), "strength": "0.5"}, "strength must be a number"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": 1.5}, "strength must be between 0 and 1"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": -0.1}, "strength must be between 0 and 1"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": 1.1}, "strength must be between 0 and 1"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": 0}, "strength must be above 0"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": "0.5"}, "strength must be a number"),
 ])
 def test_reference_lists_and_strength_are_checked(server, fields, words):
     message = refused(server, _generate(server, **fields), 400)
