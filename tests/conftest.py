@@ -24,6 +24,16 @@ def tiny_engine():
     return Engine.load("tiny")
 
 
+@pytest.fixture(scope="module")
+def server(tiny_engine, tmp_path_factory):
+    """The real app with the embedded model on 127.0.0.1, one per test module (abuse/ guards its own)."""
+    from flux2cli.server.config import ServerConfig
+    from server_fixtures import LiveServer
+
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path_factory.mktemp("out"))) as live:
+        yield live
+
+
 @pytest.fixture(scope="session")
 def si(tmp_path_factory):
     """Tiny stand-ins laid out as the real hub repos and files, built once per session."""

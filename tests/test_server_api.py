@@ -30,12 +30,6 @@ FILENAME = re.compile(r"flux2_\d{8}_\d{6}_[0-9a-f]{8}\.png")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_engine, tmp_path_factory):
-    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path_factory.mktemp("out"))) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
 def generated(server):
     """One real /generate call (batch 2, fixed seed), shared by the tests that read it."""
     reply = server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 2, "seed": 7, "batch": 2,

@@ -25,12 +25,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 FAST = {"steps": 2}  # flux2cli's own fields travel in the client's extra_body
 
 
-@pytest.fixture(scope="module")
-def server(tiny_engine, tmp_path_factory):
-    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path_factory.mktemp("out"))) as live:
-        yield live
-
-
 def _client(server: LiveServer, key: str = "any-key-works-without-one") -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=120)
 

@@ -37,12 +37,6 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def server(tiny_engine, tmp_path_factory):
-    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path_factory.mktemp("ui-out"))) as live:
-        yield live
-
-
 def _page(browser, server, **context_options):
     context = browser.new_context(**context_options)
     page = context.new_page()
