@@ -38,6 +38,13 @@ async function api(path, options = {}) {
   return response;
 }
 
+// api(), then the server's own words as a UserError unless the answer is the expected one.
+async function apiExpect(path, options = {}, status = null) {
+  const response = await api(path, options);
+  if (status === null ? !response.ok : response.status !== status) throw new UserError(await errorMessage(response));
+  return response;
+}
+
 // Seeds can exceed what a JavaScript number holds exactly: read them as strings.
 function parseJSON(text) {
   return JSON.parse(text.replace(/"seed":\s*(\d+)/g, '"seed":"$1"'));
@@ -110,8 +117,7 @@ function setProgress(text, fraction) {
 
 async function loadModelInfo() {
   try {
-    const response = await api("/model-info");
-    if (!response.ok) throw new UserError(await errorMessage(response));
+    const response = await apiExpect("/model-info");
     const info = await response.json();
     $("model").textContent = info.description || info.model;
   } catch (error) {
@@ -159,12 +165,11 @@ async function generate(event) {
   setBusy(true);
   setProgress("Sending…", null);
   try {
-    const response = await api("/jobs", {
+    const response = await apiExpect("/jobs", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: request.json,
-    });
-    if (response.status !== 202) throw new UserError(await errorMessage(response));
+    }, 202);
     const job = await response.json();
     state.jobId = job.id;
     await followJob(job.id, request);
@@ -178,8 +183,7 @@ async function generate(event) {
 }
 
 async function followJob(id, request) {
-  const response = await api(`/jobs/${encodeURIComponent(id)}/events`);
-  if (!response.ok) throw new UserError(await errorMessage(response));
+  const response = await apiExpect(`/jobs/${encodeURIComponent(id)}/events`);
   for await (const { event, data } of serverEvents(response)) {
     if (event === "queued") {
       setProgress(data.position > 1 ? `Waiting: ${data.position - 1} job(s) ahead` : "Waiting for the worker…", null);
@@ -201,8 +205,7 @@ async function followJob(id, request) {
     }
   }
   // The stream ended early (a dropped connection): ask for the job's final state.
-  const final = await api(`/jobs/${encodeURIComponent(id)}`);
-  if (!final.ok) throw new UserError(await errorMessage(final));
+  const final = await apiExpect(`/jobs/${encodeURIComponent(id)}`);
   const job = parseJSON(await final.text());
   if (job.state === "done") return showResults(job.result, request);
   throw new UserError(job.error || "The connection to the server was lost during the generation.");
@@ -229,8 +232,7 @@ function formatTimings(timings) {
 async function showResults(result, request) {
   const cards = [];
   for (const image of result.images) {
-    const response = await api(`/images/${encodeURIComponent(image.filename)}`);
-    if (!response.ok) throw new UserError(await errorMessage(response));
+    const response = await apiExpect(`/images/${encodeURIComponent(image.filename)}`);
     const blob = await response.blob();
     cards.push(await makeCard(image, blob, request));
   }
