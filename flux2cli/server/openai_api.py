@@ -20,8 +20,9 @@ from aiohttp import web
 
 from flux2cli.pipeline.registry import ModelSpec
 from flux2cli.server.openai_compat import OpenAIRequestError
-from flux2cli.server.openai_payload import ImagesCall, edit_call, generation_call, model_names, read_edit_form
-from flux2cli.server.payload import read_json_object
+from flux2cli.server.edit_form import read_edit_form
+from flux2cli.server.json_body import read_json_object
+from flux2cli.server.openai_payload import ImagesCall, edit_call, generation_call, model_names
 from flux2cli.server.responses import json_response
 from flux2cli.server.state import CONFIG, ENGINE, WORKER
 from flux2cli.server.waiting import wait_for_job

@@ -8,11 +8,8 @@ rule that ``strength`` matters only when an image is given.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from typing import Any
-
-from aiohttp import web
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.images import decode_base64_image
@@ -23,22 +20,6 @@ MAX_REFERENCE_IMAGES = 4
 # The spec's fields, then additions (explicit dimensions, guidance, several references).
 FIELDS = ("prompt", "orientation", "size", "steps", "seed", "batch", "input_image", "strength",
           "width", "height", "guidance", "input_images")
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(name)
-
-
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; 413 past the body cap, 400 for anything else."""
-    raw = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size
-    try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidRequest("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object such as {\"prompt\": \"...\"}")
-    return body
 
 
 async def generation_request(body: dict[str, Any], spec: ModelSpec) -> GenerationRequest:

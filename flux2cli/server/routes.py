@@ -11,9 +11,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from flux2cli.server.json_body import read_json_object
 from flux2cli.server.openai_api import setup_openai_routes
 from flux2cli.server.openapi import openapi_document
-from flux2cli.server.payload import generation_request, read_json_object
+from flux2cli.server.payload import generation_request
 from flux2cli.server.responses import json_response
 from flux2cli.server.state import CONFIG, ENGINE, WORKER
 from flux2cli.server.waiting import wait_for_job

@@ -1,0 +1,81 @@
+"""Reading the multipart form of POST /v1/images/edits: text fields and uploaded images."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiohttp import BodyPartReader, hdrs, web
+
+from flux2cli.errors import InvalidRequest
+from flux2cli.pipeline.images import decode_image_bytes
+from flux2cli.pipeline.request import ReferenceImage
+from flux2cli.server.openai_compat import OpenAIRequestError
+from flux2cli.server.payload import MAX_REFERENCE_IMAGES
+
+_IMAGE_FIELD = re.compile(r"image(\[\d{0,2}\])?")
+_FORM_NUMBERS = {"n": int, "seed": int, "steps": int, "output_compression": int, "partial_images": int,
+                 "guidance": float, "strength": float}
+MAX_FORM_PARTS = 32
+_PLAIN_TRANSFER = ("binary", "8bit", "7bit")
+
+
+async def read_edit_form(request: web.Request, max_bytes: int) -> tuple[dict[str, Any], list[ReferenceImage]]:
+    """The text fields (numbers converted) and the decoded images of an edit form."""
+    fields: dict[str, Any] = {}
+    uploads: list[tuple[str, bytes]] = []
+    total = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.name:
+                raise OpenAIRequestError("every part of the form needs a name (nested multipart is not supported)")
+            if len(fields) + len(uploads) >= MAX_FORM_PARTS:
+                raise OpenAIRequestError(f"the form has more than {MAX_FORM_PARTS} parts")
+            transfer = part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING)
+            if part.headers.get(hdrs.CONTENT_ENCODING) or (transfer and transfer.lower() not in _PLAIN_TRANSFER):
+                raise OpenAIRequestError(f"form part {part.name[:40]!r} is encoded; send it as plain bytes")
+            data = bytearray()
+            while chunk := await part.read_chunk():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=total)
+                data.extend(chunk)
+            _add_part(part.name, bytes(data), fields, uploads)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise OpenAIRequestError("the body could not be read as multipart/form-data") from error
+    if len(uploads) > MAX_REFERENCE_IMAGES:
+        raise OpenAIRequestError(f"at most {MAX_REFERENCE_IMAGES} images are allowed (got {len(uploads)})",
+                                 param="image")
+    images = []
+    for index, (name, data) in enumerate(uploads):
+        label = name if len(uploads) == 1 else f"image {index + 1}"
+        try:
+            images.append(ReferenceImage("upload", await asyncio.to_thread(decode_image_bytes, data, label)))
+        except InvalidRequest as error:
+            raise OpenAIRequestError(str(error), param="image") from None
+    return fields, images
+
+
+def _add_part(name: str, data: bytes, fields: dict[str, Any], uploads: list[tuple[str, bytes]]) -> None:
+    if _IMAGE_FIELD.fullmatch(name):
+        uploads.append((name, data))
+        return
+    if name == "mask":
+        raise OpenAIRequestError("mask is not supported: FLUX.2 edits the whole image as the prompt says; "
+                                 "send the image without a mask", param="mask")
+    if name in fields:
+        raise OpenAIRequestError(f"the form field {name[:40]!r} is given twice", param=name[:40])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OpenAIRequestError(f"the form field {name[:40]!r} is not UTF-8 text", param=name[:40]) from None
+    convert = _FORM_NUMBERS.get(name)
+    if convert is not None and text.strip():
+        try:
+            fields[name] = convert(text)
+            return
+        except ValueError:
+            pass  # GenerationRequest or _whole reports the value as given
+    fields[name] = text
