@@ -31,7 +31,7 @@ def bench(
 ) -> None:
     """Measure s/step, s/image, peak memory and TFLOP/s of a FLUX.2 architecture, or say it won't fit."""
     from flux2cli.bench.runner import BenchOptions, run_bench
-    from flux2cli.commands.console import stderr
+    from flux2cli.console import stderr
 
     options = BenchOptions(arch=arch, size=size, steps=steps, dtype=dtype, quant=quant, batch=batch,
                            compile=compile, layers=layers, warmup=warmup, vae=vae, device=device,

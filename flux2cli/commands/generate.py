@@ -45,7 +45,7 @@ def generate(
 ) -> None:
     """Generate images from one prompt and save them as PNG + .prompt files."""
     # Imported here, not at the top: `flux2 --help` and the other commands start without them.
-    from flux2cli.commands.console import format_timings, notice, step_progress
+    from flux2cli.console import format_timings, notice, step_progress
     from flux2cli.pipeline.images import load_reference_file
     from flux2cli.pipeline.metadata import plan_replay, read_parameters
     from flux2cli.pipeline.modifiers import parse_modifiers

@@ -59,7 +59,7 @@ OutputDirOpt = Annotated[Optional[Path], typer.Option(
 def load_engine(spec: Any, *, local_encoder: bool, remote_encoder: str | None, compile: bool, offload: str,
                 vae_tiling: str) -> Any:
     """The model flags above, checked, then the model loaded under a spinner (every loading command)."""
-    from flux2cli.commands.console import notice, stderr
+    from flux2cli.console import notice, stderr
     from flux2cli.pipeline.engine import Engine
     from flux2cli.pipeline.loading import LoadOptions
 

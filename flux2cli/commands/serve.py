@@ -33,7 +33,7 @@ def serve(
 ) -> None:
     """Serve the REST API and the web UI until Ctrl-C (SIGINT) or SIGTERM."""
     from flux2cli import settings
-    from flux2cli.commands.console import stderr
+    from flux2cli.console import stderr
     from flux2cli.pipeline.registry import resolve_model
     from flux2cli.server.app import check_can_listen, run_server
     from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flux2cli.commands.console import format_timings
-from flux2cli.commands.console import stderr as default_err
+from flux2cli.console import format_timings
+from flux2cli.console import stderr as default_err
 from flux2cli.errors import Flux2Error, GenerationCancelled
 from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.request import GenerationRequest

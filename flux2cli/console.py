@@ -1,4 +1,9 @@
-"""Terminal output shared by the commands: messages on stderr, a per-step progress bar."""
+"""Terminal output shared by the commands and the REPL: messages on stderr, a per-step progress bar.
+
+It sits below both (``flux2cli.console``, not under ``commands``) so that the REPL does not
+reach into the command layer. It imports rich, so the commands import it inside their
+functions: ``flux2 --help`` must not pay for rich.
+"""
 
 from __future__ import annotations
 
