@@ -56,34 +56,19 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gb = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    from flux2cli.commands.info import library_versions, probe_device
+    """What the numbers were measured on (flux2cli.probe answers; torch is not imported)."""
+    from flux2cli.probe import cpu_name, library_versions, probe_device, total_ram_gb
 
-    device = probe_device(with_torch=False)  # nvidia-smi when there is one; torch is not imported
+    device = probe_device(with_torch=False)  # nvidia-smi when there is one
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
-        "memory_gb": memory_gb,
+        "memory_gb": total_ram_gb(),
         "gpu": device["name"] if device["type"] == "cuda" else None,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flux2cli.errors import InvalidRequest
+from flux2cli.probe import free_accelerator_bytes
 
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
 TILING_MODES = ("auto", "on", "off")
@@ -37,19 +38,6 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise InvalidRequest(f"{name} takes one of {', '.join(allowed)} (got {value!r})")
     return value
-
-
-def free_accelerator_bytes(device: str) -> int | None:
-    """Free memory on ``device`` in bytes, or None where it cannot be asked (CPU, MPS)."""
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    if device.startswith("xpu") and hasattr(torch, "xpu") and torch.xpu.is_available():
-        free, _total = torch.xpu.mem_get_info()
-        return int(free)
-    return None
 
 
 def plan_offload(requested: str, device: str, memory_gb: float, *,
