@@ -8,14 +8,13 @@ import json
 import pytest
 import torch
 
-from flux2cli.bench import runner
+from flux2cli.bench import runner, timing, weights
 from flux2cli.bench.arch import ARCHITECTURES, TEXT_TOKENS, get_arch, image_tokens
 from flux2cli.bench.flops import transformer_flops, transformer_params
 from flux2cli.bench.memory import DoesNotFit, estimate_memory
 from flux2cli.errors import InvalidRequest
 
 from console_script import run
-
 
 
 @pytest.mark.parametrize("variant", [
@@ -35,7 +34,7 @@ def test_flop_count_agrees_with_torch_flop_counter(variant):
     config = {**get_arch("tiny-arch").transformer_config(), **variant}
     model = Flux2Transformer2DModel(**config).eval()
     size, batch = 96, 2
-    inputs = runner.transformer_inputs(config, size, batch, "cpu", torch.float32, seed=0)
+    inputs = timing.transformer_inputs(config, size, batch, "cpu", torch.float32, seed=0)
     with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(**inputs)
     measured = counter.get_total_flops()
@@ -65,7 +64,7 @@ def test_flop_count_scales_as_expected():
 ])
 def test_real_architectures_have_their_nominal_size_on_the_meta_device(name, low, high):
     arch = ARCHITECTURES[name]
-    transformer, vae = runner.build_on_meta(arch, arch.transformer_config(), with_vae=True)
+    transformer, vae = weights.build_on_meta(arch, arch.transformer_config(), with_vae=True)
     params = sum(p.numel() for p in transformer.parameters())
     assert all(p.is_meta for p in transformer.parameters())  # nothing allocated
     assert low < params < high
@@ -103,7 +102,7 @@ def test_refusal_happens_before_anything_is_allocated(monkeypatch):
     def must_not_allocate(*args, **kwargs):
         raise AssertionError("weights were allocated although the run does not fit")
 
-    monkeypatch.setattr(runner, "materialize", must_not_allocate)
+    monkeypatch.setattr(weights, "materialize", must_not_allocate)
     with pytest.raises(DoesNotFit) as caught:
         runner.run_bench(runner.BenchOptions(arch="klein-9b", dtype="bf16", device="cpu", memory_gb=8))
     message = str(caught.value)
@@ -125,14 +124,14 @@ def test_bad_options_are_refused_without_torch_work(options, message):
 def test_gguf_q8_builds_real_gguf_linears_and_runs():
     arch = get_arch("tiny-arch")
     config = arch.transformer_config()
-    transformer, _ = runner.build_on_meta(arch, config, with_vae=False)
-    runner._swap_quantized_linears(transformer, "gguf-q8", torch.float32)
-    runner.materialize(transformer, "cpu", torch.float32)
+    transformer, _ = weights.build_on_meta(arch, config, with_vae=False)
+    weights.swap_quantized_linears(transformer, "gguf-q8", torch.float32)
+    weights.materialize(transformer, "cpu", torch.float32)
     kinds = {type(module).__name__ for module in transformer.modules()}
     assert "GGUFLinear" in kinds
     assert not any(p.is_meta for p in transformer.parameters())
     with torch.inference_mode():
-        out = transformer(**runner.transformer_inputs(config, 64, 1, "cpu", torch.float32, seed=0))[0]
+        out = transformer(**timing.transformer_inputs(config, 64, 1, "cpu", torch.float32, seed=0))[0]
     assert torch.isfinite(out).all() and 0.1 < out.std() < 10
 
 
@@ -150,6 +149,16 @@ def test_cpu_smoke_run_through_the_console_script():
     assert len(report["timing"]["steps_s"]) == 2 and report["timing"]["step_s"] > 0
     assert report["timing"]["vae_decode_s"] > 0 and report["tflops"]["achieved"] > 0
     assert report["memory"]["peak_gb"] > 0 and report["device"]["type"] == "cpu"
+    # The typed report keeps the JSON document that scripts read: same keys, same order.
+    assert list(report) == ["arch", "description", "nominal_params", "blocks", "params", "size", "image_tokens",
+                            "text_tokens", "batch", "steps", "dtype", "quant", "compile", "device", "memory",
+                            "flops", "timing", "tflops"]
+    assert list(report["memory"]) == ["estimate_gb", "free_gb", "free_source", "peak_gb", "peak_kind",
+                                      "baseline_gb", "peak_above_baseline_gb"]
+    assert list(report["timing"]) == ["build_s", "warmup_s", "step_s", "step_s_mean", "steps_s", "vae_decode_s",
+                                      "image_s"]
+    assert list(report["tflops"]) == ["achieved", "spec_peak", "measured_gemm"]
+    assert list(report["blocks"]) == ["double", "single", "full_double", "full_single"]
 
 
 def test_console_script_refuses_politely_when_it_does_not_fit():
@@ -167,3 +176,10 @@ def test_nf4_on_the_cpu_is_refused_in_one_line():
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: --quant nf4 needs bitsandbytes with a CUDA GPU and this run is "
                                      "on the CPU; use --quant gguf-q8 or none")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_cuda_without_a_gpu_is_refused_in_one_line():
+    result = run("bench", "--arch", "tiny-arch", "--device", "cuda")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: device cuda: torch sees no CUDA GPU here; use cpu"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from flux2cli.errors import InvalidRequest
@@ -79,20 +78,3 @@ def estimate_memory(
     # allocator's slack: 10 % plus a fixed amount.
     headroom = 0.10 * subtotal + (0.5 if device_type == "cuda" else 0.25) * GB
     return MemoryEstimate(weights=weights, activations=activations + transient, vae=vae, headroom=headroom)
-
-
-def available_ram() -> float:
-    """Bytes of RAM that can be allocated without swapping (MemAvailable on Linux)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return float(psutil.virtual_memory().available)
-    except ImportError:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))

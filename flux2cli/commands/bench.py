@@ -1,9 +1,12 @@
 """`flux2 bench`: time a FLUX.2 architecture at its real size with random weights (no download)."""
 
 import json
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from flux2cli.bench.report import BenchReport
 
 ARCHS = "klein-4b|klein-9b|dev|tiny-arch"
 
@@ -40,39 +43,36 @@ def bench(
     with stderr.status("flux2 bench: importing torch…") as status:
         report = run_bench(options, progress=lambda message: status.update(f"flux2 bench: {message}…"))
     if json_output:
-        typer.echo(json.dumps(report))
+        typer.echo(json.dumps(report.as_json()))
         return
     for line in format_report(report):
         typer.echo(line)
 
 
-def format_report(report: dict[str, Any]) -> list[str]:
-    blocks, params, memory = report["blocks"], report["params"], report["memory"]
-    timing, tflops, device = report["timing"], report["tflops"], report["device"]
-    depth = f"{blocks['double']} double + {blocks['single']} single blocks"
-    if (blocks["double"], blocks["single"]) != (blocks["full_double"], blocks["full_single"]):
-        depth += f" of {blocks['full_double']} + {blocks['full_single']}"
-    estimate = memory["estimate_gb"]
-    decode = timing["vae_decode_s"]
-    peak = tflops["spec_peak"]
-    ceiling = f"{tflops['measured_gemm']:.3g} TFLOP/s measured GEMM"
-    if peak:
-        ceiling = f"{peak:g} TFLOP/s datasheet peak, {ceiling}"
+def format_report(report: "BenchReport") -> list[str]:
+    blocks, params, memory = report.blocks, report.params, report.memory
+    timing, tflops, device = report.timing, report.tflops, report.device
+    depth = f"{blocks.double} double + {blocks.single} single blocks"
+    if (blocks.double, blocks.single) != (blocks.full_double, blocks.full_single):
+        depth += f" of {blocks.full_double} + {blocks.full_single}"
+    decode = timing.vae_decode_s
+    ceiling = f"{tflops.measured_gemm:.3g} TFLOP/s measured GEMM"
+    if tflops.spec_peak:
+        ceiling = f"{tflops.spec_peak:g} TFLOP/s datasheet peak, {ceiling}"
     return [
-        f"{report['arch']}: {depth}, {_count(params['transformer'])} transformer parameters "
-        f"(nominal {report['nominal_params']}), VAE {_count(params['vae'])}",
-        f"  {report['size']}x{report['size']}: {report['image_tokens']} image + {report['text_tokens']} text tokens, "
-        f"batch {report['batch']}, {report['dtype']}, quant {report['quant']}"
-        + (", compiled" if report["compile"] else ""),
+        f"{report.arch}: {depth}, {_count(params.transformer)} transformer parameters "
+        f"(nominal {report.nominal_params}), VAE {_count(params.vae)}",
+        f"  {report.size}x{report.size}: {report.image_tokens} image + {report.text_tokens} text tokens, "
+        f"batch {report.batch}, {report.dtype}, quant {report.quant}" + (", compiled" if report.compile else ""),
         f"  device        {device['name']} ({device['type']})",
-        f"  s/step        {timing['step_s']:.4f} (median of {report['steps']}; warm-up {timing['warmup_s']:.1f} s)",
+        f"  s/step        {timing.step_s:.4f} (median of {report.steps}; warm-up {timing.warmup_s:.1f} s)",
         "  VAE decode    " + ("skipped (--no-vae)" if decode is None else f"{decode:.4f} s"),
-        f"  s/image       {timing['image_s']:.4f} ({report['steps']} steps + decode, per image of the batch)",
-        f"  memory        peak {memory['peak_gb']:.2f} GB ({memory['peak_kind']}, "
-        f"{memory['peak_above_baseline_gb']:.2f} GB above the {memory['baseline_gb']:.2f} GB before building); "
-        f"estimated {estimate['total']:.2f} GB of {memory['free_gb']:.1f} GB free",
-        f"  compute       {report['flops']['per_step'] / 1e12:.4g} TFLOP/step "
-        f"({report['flops']['attention_share']:.0%} attention), achieved {tflops['achieved']:.3g} TFLOP/s "
+        f"  s/image       {timing.image_s:.4f} ({report.steps} steps + decode, per image of the batch)",
+        f"  memory        peak {memory.peak_gb:.2f} GB ({memory.peak_kind}, "
+        f"{memory.peak_above_baseline_gb:.2f} GB above the {memory.baseline_gb:.2f} GB before building); "
+        f"estimated {memory.estimate_gb['total']:.2f} GB of {memory.free_gb:.1f} GB free",
+        f"  compute       {report.flops.per_step / 1e12:.4g} TFLOP/step "
+        f"({report.flops.attention_share:.0%} attention), achieved {tflops.achieved:.3g} TFLOP/s "
         f"vs {ceiling}",
     ]
 
