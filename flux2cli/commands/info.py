@@ -2,72 +2,32 @@
 
 import json
 import platform
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from flux2cli.settings import ENV_VARS, config_path, hf_hub_cache
+from flux2cli.probe import library_versions, probe_device
+from flux2cli.settings import ENV_VARS, config_path, default_model, hf_hub_cache
 from flux2cli.settings import describe as settings_report
 
 if TYPE_CHECKING:
     from flux2cli.pipeline.registry import ModelSpec
 
-LIBRARIES = ("flux2cli", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate",
-             "bitsandbytes", "gguf", "aiohttp", "prompt_toolkit", "typer")
 
+def _cached(repo: str, filename: str) -> Path | None:
+    """``filename`` of ``repo``'s main revision in the hub cache, as the offline loader finds it.
 
-def library_versions() -> dict[str, str | None]:
-    from importlib import metadata  # 15 ms: not paid by `flux2 --help`
+    huggingface_hub resolves its own layout (refs/main to a snapshot). Importing it pulls in
+    httpx (~0.15 s), paid by `flux2 info` only, never by ``--help``.
+    """
+    cache = hf_hub_cache()
+    if not cache.is_dir():  # nothing downloaded yet: no need to pay for the import
+        return None
+    from huggingface_hub import try_to_load_from_cache
 
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def probe_device(with_torch: bool) -> dict[str, Any]:
-    """The accelerator: from torch when asked (slow import), else from nvidia-smi."""
-    if with_torch:
-        import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            return {"type": "cuda", "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)}
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return {"type": "mps", "name": "Apple GPU", "memory_gb": None}
-        return {"type": "cpu", "name": platform.processor() or platform.machine(), "memory_gb": None}
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=5, check=True).stdout.splitlines()[0]
-            name, memory_mib = (part.strip() for part in out.split(","))
-            return {"type": "cuda", "name": name, "memory_gb": round(float(memory_mib) / 1024, 1)}
-        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-            pass
-    if sys.platform == "darwin" and platform.machine() == "arm64":
-        return {"type": "mps", "name": "Apple GPU", "memory_gb": None}
-    return {"type": "cpu", "name": platform.machine(), "memory_gb": None}
-
-
-def _snapshot(repo: str):
-    """The cached snapshot folder of ``repo``'s main revision (as huggingface_hub lays it out)."""
-    repo_dir = hf_hub_cache() / f"models--{repo.replace('/', '--')}"
-    ref = repo_dir / "refs" / "main"
-    snapshots = repo_dir / "snapshots"
-    if ref.is_file():
-        folder = snapshots / ref.read_text().strip()
-        return folder if folder.is_dir() else None
-    if snapshots.is_dir():  # a cache filled by revision only
-        return next((p for p in sorted(snapshots.iterdir()) if p.is_dir()), None)
-    return None
+    found = try_to_load_from_cache(repo, filename, cache_dir=cache)
+    return Path(found) if isinstance(found, str) else None  # else None or "known to be missing"
 
 
 def cache_status(spec: "ModelSpec") -> str:
@@ -75,11 +35,13 @@ def cache_status(spec: "ModelSpec") -> str:
     if spec.local_dir is not None:
         return "yes" if (spec.local_dir / "model_index.json").is_file() else "no"
     if spec.gguf is not None and spec.gguf.repo is not None:
-        gguf_folder = _snapshot(spec.gguf.repo)
-        if gguf_folder is None or not (gguf_folder / spec.gguf.filename).exists():
+        if _cached(spec.gguf.repo, spec.gguf.filename) is None:
             return "no"
-    folder = _snapshot(spec.repo) if spec.repo else None
-    if folder is None or not (folder / "model_index.json").is_file() or not (folder / "vae").is_dir():
+    index = _cached(spec.repo, "model_index.json") if spec.repo else None
+    if index is None:
+        return "no"
+    folder = index.parent  # the snapshot: the repo's own layout from here on
+    if not (folder / "vae").is_dir():
         return "no"
     if spec.gguf is None and not any((folder / "transformer").glob("*.safetensors*")):
         return "no"
@@ -122,7 +84,7 @@ def info(
 
         show_image_parameters(image, json_output)
         return
-    from flux2cli.pipeline.registry import MODELS, default_model_name
+    from flux2cli.pipeline.registry import MODELS
 
     device = probe_device(with_torch=probe)
     report = {
@@ -130,7 +92,7 @@ def info(
         "platform": platform.platform(terse=True),
         "versions": library_versions(),
         "device": device,
-        "default_model": default_model_name(),
+        "default_model": default_model(),
         "models": [model_row(spec, device) for spec in MODELS],
         "environment": ENV_VARS,
         "config_file": {"path": str(config_path()), "exists": config_path().is_file()},
