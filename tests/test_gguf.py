@@ -120,7 +120,7 @@ def test_a_file_of_another_model_is_refused(si, tmp_path):
                                           ("Q4_0", "diffusers")])
 def test_gguf_path_generates_close_to_full_precision(si, dev_reference, monkeypatch, qtype, layout):
     from flux2cli.pipeline.engine import Engine
-    from flux2cli.pipeline.encoding import CachedEncoder
+    from flux2cli.encoder.cache import CachedEncoder
     from flux2cli.pipeline.loading import LoadOptions
 
     si.use_cache(monkeypatch)

@@ -15,10 +15,10 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from flux2cli.errors import EncoderError, InvalidRequest
-from flux2cli.pipeline.encoder_server import make_encoder_app
-from flux2cli.pipeline.encoding import EmbeddingKey
+from flux2cli.encoder.server import make_encoder_app
+from flux2cli.encoder.cache import EmbeddingKey
 from flux2cli.pipeline.loading import LoadOptions
-from flux2cli.pipeline.remote_encoder import (
+from flux2cli.encoder.remote import (
     RemoteTextEncoder,
     RetryPolicy,
     check_embeddings,

@@ -17,7 +17,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from flux2cli.pipeline.encoding import CachedEncoder
+from flux2cli.encoder.cache import CachedEncoder
 from flux2cli.pipeline.registry import get_model
 from flux2cli.repl.app import HISTORY_FILE, ReplApp, TerminalReader, open_history
 from flux2cli.repl.completion import ReplCompleter

@@ -138,7 +138,7 @@ def test_describe_masks_secrets_and_names_sources(config, monkeypatch):
 
 
 def test_encoder_settings_reach_the_encoder_code(config, monkeypatch):
-    from flux2cli.pipeline.remote_encoder import token_for
+    from flux2cli.encoder.remote import token_for
 
     config('encoder_token = "from-file"\n')
     assert token_for("http://gpu-box:2223/predict") == "from-file"

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flux2cli.encoder.cache import CachedEncoder, EmbeddingKey, LocalTextEncoder
 from flux2cli.errors import (
     Flux2Error,
     GenerationCancelled,
     GenerationError,
     OutOfMemory,
 )
-from flux2cli.pipeline.encoding import CachedEncoder, EmbeddingKey, LocalTextEncoder
 from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.img2img import fit_reference, sdedit_start
 from flux2cli.pipeline.loading import LoadOptions, load_model_parts

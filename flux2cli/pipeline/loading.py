@@ -134,7 +134,7 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
         notify(f"--compile: the transformer's {how} compile on the first image (slow); "
                "each new image size compiles again")
     if encoder is None:
-        from flux2cli.pipeline.encoding import LocalTextEncoder
+        from flux2cli.encoder.cache import LocalTextEncoder
 
         encoder = LocalTextEncoder(pipe)
     return LoadedModel(spec, pipe, device, encoder, offload, tiling, tuple(notices))
@@ -364,7 +364,7 @@ def _remote_encoder(spec: ModelSpec, options: LoadOptions, *, embed_dim: int, dt
     ``--remote-encoder URL`` works for any model. Without it, [dev] models try
     ``FLUX2_ENCODER_URL`` or the public endpoint; other models encode locally.
     """
-    from flux2cli.pipeline.remote_encoder import (
+    from flux2cli.encoder.remote import (
         NO_RETRY,
         PUBLIC_DEV_ENCODER_URL,
         RemoteTextEncoder,

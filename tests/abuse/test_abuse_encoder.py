@@ -19,9 +19,9 @@ import urllib.request
 import pytest
 import torch
 
-from flux2cli.pipeline.encoder_server import MAX_BODY_BYTES, make_encoder_app
+from flux2cli.encoder.server import MAX_BODY_BYTES, make_encoder_app
 from flux2cli.pipeline.engine import Engine
-from flux2cli.pipeline.remote_encoder import NO_RETRY, RemoteTextEncoder
+from flux2cli.encoder.remote import NO_RETRY, RemoteTextEncoder
 from flux2cli.server.config import ServerConfig
 from guarded_server import GuardedServer, raw_request, refused
 from hostile_encoder import STATE, hostile_encoder_app

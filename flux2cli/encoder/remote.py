@@ -2,7 +2,7 @@
 
 This is the protocol of the public FLUX.2 [dev] endpoint
 (``https://remote-text-encoder-flux-2.huggingface.co/predict``, answering ``torch.save``
-bytes) and of ``flux2cli.pipeline.encoder_server`` (answering safetensors). Answers are
+bytes) and of ``flux2cli.encoder.server`` (answering safetensors). Answers are
 untrusted input:
 
 * safetensors are parsed as such; a torch file is read with ``weights_only=True`` (tensors
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from flux2cli.encoder.cache import EmbeddingKey
 from flux2cli.errors import EncoderError
-from flux2cli.pipeline.encoding import EmbeddingKey
 
 PUBLIC_DEV_ENCODER_URL = "https://remote-text-encoder-flux-2.huggingface.co/predict"
 _HF_HOST_SUFFIXES = (".huggingface.co", ".hf.space")

@@ -4,9 +4,9 @@ The cache key holds everything that changes the embedding: the model, the prompt
 padded length (the transformer gets no attention mask, so padding changes the image) and
 the encoder layers stacked into the embedding.
 
-``LocalTextEncoder`` runs the pipeline's own encoder; ``remote_encoder.RemoteTextEncoder``
-asks an HTTP endpoint (the [dev] remote-encoder protocol) and ``encoder_server`` serves one.
-Which one a run uses is decided by ``loading.load_model_parts``.
+``LocalTextEncoder`` runs the pipeline's own encoder; ``remote.RemoteTextEncoder`` asks
+an HTTP endpoint (the [dev] remote-encoder protocol) and ``server`` serves one. Which one
+a run uses is decided by ``flux2cli.pipeline.loading.load_model_parts``.
 """
 
 from __future__ import annotations

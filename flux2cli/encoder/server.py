@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from flux2cli.encoder.cache import CachedEncoder, EmbeddingKey
 from flux2cli.errors import Flux2Error
-from flux2cli.pipeline.encoding import CachedEncoder, EmbeddingKey
 from flux2cli.pipeline.registry import ModelSpec
 
 MAX_PROMPT_CHARS = 4000
