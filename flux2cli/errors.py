@@ -16,10 +16,18 @@ class Flux2Error(Exception):
 
 
 class InvalidRequest(Flux2Error):
-    """A value the user gave is not allowed; the message says what is."""
+    """A value the user gave is not allowed; the message says what is.
+
+    ``field`` names the request field concerned (its wire name), when there is one, so a
+    boundary can point at it (OpenAI's ``param``) without reading the message.
+    """
 
     exit_code = 2
     http_status = 400
+
+    def __init__(self, message: str = "", *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class UnknownModel(InvalidRequest):

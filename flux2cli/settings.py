@@ -81,6 +81,13 @@ def output_dir(given: Path | None = None) -> Path:
     return resolve("output_dir", given) or Path(DEFAULT_OUTPUT_DIR)
 
 
+def default_model() -> str:
+    """FLUX2_MODEL, else config.toml's ``model``, else the spec's default (dev-bnb4)."""
+    from flux2cli.pipeline.registry import DEFAULT_MODEL
+
+    return resolve("model") or DEFAULT_MODEL
+
+
 def debug_enabled() -> bool:
     """Never raises: the error boundary asks this while reporting, possibly a config error."""
     try:
@@ -173,7 +180,7 @@ def _from_file(setting: Setting, value: Any) -> Any:
 
 def _check_text(setting: Setting, value: str) -> Any:
     if setting.key == "model":
-        from flux2cli.pipeline.registry import get_model  # not at the top: the registry asks us for its default
+        from flux2cli.pipeline.registry import get_model  # only when a model is set: --help needs no registry
 
         try:
             get_model(value)

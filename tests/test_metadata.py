@@ -106,9 +106,10 @@ def test_model_flags_beat_the_stored_model_and_distilled_models_drop_stored_guid
     assert plan_replay(dev_image, {}, gguf="q8").spec.name == "dev-gguf-q8"
 
 
-def test_images_without_a_model_use_the_configured_default(monkeypatch):
-    monkeypatch.setenv("FLUX2_MODEL", "tiny")
-    assert plan_replay(parse_a1111("a dog\nSteps: 20, Seed: 5, Size: 512x512"), {}).spec.name == "tiny"
+def test_images_without_a_model_use_the_default_the_front_end_passes():
+    stored = parse_a1111("a dog\nSteps: 20, Seed: 5, Size: 512x512")
+    assert plan_replay(stored, {}, default_model="tiny").spec.name == "tiny"
+    assert plan_replay(stored, {}).spec.name == "dev-bnb4"
 
 
 def test_unknown_stored_model_says_what_to_do():
@@ -117,7 +118,7 @@ def test_unknown_stored_model_says_what_to_do():
 
 
 def test_references_are_not_replayed_silently():
-    stored = ImageParameters("flux2", "a cat", {"model": "tiny"}, {"reference_images": ["ref.png"], "strength": 0.4})
+    stored = ImageParameters("flux2", "a cat", {"model": "tiny", "strength": 0.4}, {"reference_images": ["ref.png"]})
     assert "--input-image" in plan_replay(stored, {}).notices[0]
     again = plan_replay(stored, {}, references=1)
     assert again.notices == () and again.strength == 0.4

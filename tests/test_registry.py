@@ -2,6 +2,7 @@ import pytest
 
 from flux2cli.errors import UnknownModel
 from flux2cli.pipeline.registry import DEFAULT_MODEL, MODELS, get_model, resolve_model
+from flux2cli.settings import default_model
 
 
 def test_expected_entries_exist():
@@ -17,10 +18,12 @@ def test_spec_default_is_4bit_dev():
     assert (spec.default_steps, spec.step_range) == (25, (10, 50))
 
 
-def test_env_var_sets_the_default(monkeypatch):
+def test_the_registry_reads_no_settings_the_front_ends_pass_the_default(monkeypatch):
     monkeypatch.setenv("FLUX2_MODEL", "tiny")
-    assert resolve_model(None).name == "tiny"
-    assert resolve_model("klein-4b").name == "klein-4b"  # a flag beats the variable
+    assert resolve_model(None).name == DEFAULT_MODEL
+    assert resolve_model(None, default=default_model()).name == "tiny"
+    assert resolve_model("klein-4b", default=default_model()).name == "klein-4b"  # a flag beats the variable
+    assert resolve_model(None, gguf="q8", default=default_model()).name == "dev-gguf-q8"  # so does a shorthand
 
 
 def test_shorthands():

@@ -4,7 +4,7 @@ import pytest
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.registry import get_model
-from flux2cli.pipeline.request import MAX_SEED, GenerationRequest, ReferenceImage
+from flux2cli.pipeline.request import MAX_SEED, GenerationRequest, ReferenceImage, normalize_size
 
 SPEC_TABLE = {  # the spec's 1 MP table, and its linear size multiplier
     "square": (1024, 1024),
@@ -45,9 +45,13 @@ def test_defaults_come_from_the_model():
     assert dev.strength is None and dev.batch == 1
 
 
-def test_size_aliases_and_case():
-    request = GenerationRequest.create("x", model="dev", orientation="Portrait", size="2K")
+def test_the_wire_takes_exact_names_and_front_ends_normalise_what_people_type():
+    request = GenerationRequest.create("x", model="dev", orientation="portrait", size=normalize_size(" 2K"))
     assert (request.width, request.height, request.size) == (1536, 2688, "2mp")
+    for field, value in (("orientation", "Portrait"), ("size", "2k"), ("size", "2MP")):
+        with pytest.raises(InvalidRequest, match=f"{field} must be one of") as info:
+            GenerationRequest.create("x", model="dev", **{field: value})
+        assert info.value.field == field
 
 
 @pytest.mark.parametrize("steps", [-1, 0, 9, 51, 10**9, "10", None.__class__, 12.5, math.nan, True])
@@ -83,15 +87,15 @@ def test_seed_range(seed):
         GenerationRequest.create("x", model="tiny", seed=seed)
 
 
-def test_seed_leaves_room_for_the_batch():
-    GenerationRequest.create("x", model="tiny", seed=MAX_SEED - 4, batch=4)
-    with pytest.raises(InvalidRequest, match="seed"):
-        GenerationRequest.create("x", model="tiny", seed=MAX_SEED - 3, batch=4)
+def test_any_seed_takes_any_batch_and_the_seeds_wrap_below_2_63():
+    """No rule ties seed to batch, so the schema's seed range is the whole truth."""
+    request = GenerationRequest.create("x", model="tiny", seed=MAX_SEED - 2, batch=4)
+    assert request.seeds == [MAX_SEED - 2, MAX_SEED - 1, 0, 1]
 
 
-def test_random_seed_is_in_range_and_varies():
-    seeds = {GenerationRequest.create("x", model="tiny").seed for _ in range(5)}
-    assert len(seeds) > 1 and all(0 <= s < MAX_SEED for s in seeds)
+def test_random_seeds_are_below_2_32_so_javascript_shows_them_exactly():
+    seeds = {GenerationRequest.create("x", model="tiny").seed for _ in range(20)}
+    assert len(seeds) > 1 and all(0 <= s < 2**32 for s in seeds)
 
 
 @pytest.mark.parametrize("prompt,message", [
@@ -116,7 +120,7 @@ def test_unknown_orientation_or_size(field, value):
 def test_explicit_dimensions():
     request = GenerationRequest.create("x", model="dev", width=1024, height=512)
     assert (request.width, request.height, request.orientation, request.size) == (1024, 512, None, None)
-    with pytest.raises(InvalidRequest, match="multiples of 16"):
+    with pytest.raises(InvalidRequest, match="width must be a multiple of 16"):
         GenerationRequest.create("x", model="dev", width=1000, height=512)
     with pytest.raises(InvalidRequest, match="both"):
         GenerationRequest.create("x", model="dev", width=1024)
@@ -124,6 +128,16 @@ def test_explicit_dimensions():
         GenerationRequest.create("x", model="dev", width=1024, height=512, orientation="square")
     with pytest.raises(InvalidRequest, match="larger"):
         GenerationRequest.create("x", model="dev", width=5376, height=5376)
+
+
+def test_explicit_dimensions_fit_within_one_of_the_models_4mp_sizes():
+    """The spec's 4mp square (4096x4096) and 16:9 (5440x3072) can be named explicitly too."""
+    for width, height in ((4096, 4096), (5440, 3072), (3072, 5376), (16, 16)):
+        request = GenerationRequest.create("x", model="dev", width=width, height=height)
+        assert (request.width, request.height) == (width, height)
+    for width, height in ((4112, 4096), (5440, 3088), (3088, 5376)):
+        with pytest.raises(InvalidRequest, match="must fit within one of 4096x4096, 3072x5376, 5376x3072"):
+            GenerationRequest.create("x", model="dev", width=width, height=height)
 
 
 def test_guidance_is_ignored_with_a_notice_on_distilled_models():

@@ -114,7 +114,7 @@ def test_model_names_the_loaded_model_or_an_openai_default(client):
 
 
 @pytest.mark.parametrize(("size", "words"), [
-    ("100x100", "multiples of 16"),
+    ("100x100", "must be a multiple of 16"),
     ("1024x1024", "does not suit flux2-tiny"),
     ("1024x1024", "'auto' is 64x64"),
     ("big", "WIDTHxHEIGHT"),
@@ -127,8 +127,8 @@ def test_a_bad_size_is_a_bad_request_naming_the_problem(client, size, words):
 
 
 @pytest.mark.parametrize(("kwargs", "param", "words"), [
-    ({"n": 5}, "n", "from 1 to 4"),
-    ({"n": 0}, "n", "from 1 to 4"),
+    ({"n": 5}, "n", "n must be between 1 and 4"),
+    ({"n": 0}, "n", "n must be between 1 and 4"),
     ({"response_format": "url", "output_format": "jpeg"}, "output_format", "b64_json"),
     ({"output_format": "gif"}, "output_format", "png, jpeg, webp"),
     ({"output_compression": 101}, "output_compression", "0 to 100"),
@@ -176,7 +176,7 @@ def test_edit_with_several_images_a_size_and_n(client):
     ({"image": ("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), "mask": ("m.png", png_bytes((96, 160), (10, 200, 30)), "image/png")}, "mask",
      "mask is not supported"),
     ({"image": [("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png")] * 5}, "image", "at most 4 images"),
-    ({"image": ("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), "size": "70x70"}, "size", "multiples of 16"),
+    ({"image": ("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), "size": "70x70"}, "size", "must be a multiple of 16"),
 ])
 def test_edit_refusals(client, kwargs, param, words):
     with pytest.raises(openai.BadRequestError) as error:

@@ -8,7 +8,7 @@ import pytest
 
 from flux2cli import settings
 from flux2cli.errors import ConfigError
-from flux2cli.pipeline.registry import DEFAULT_MODEL, default_model_name
+from flux2cli.pipeline.registry import DEFAULT_MODEL
 
 
 @pytest.fixture
@@ -29,10 +29,10 @@ def config(tmp_path, monkeypatch):
 
 def test_precedence_flag_environment_file_default(config, monkeypatch):
     assert settings.resolve_with_source("model") == (None, "default")
-    assert default_model_name() == DEFAULT_MODEL
+    assert settings.default_model() == DEFAULT_MODEL
     config('model = "klein-4b"\n')
     assert settings.resolve_with_source("model") == ("klein-4b", "file")
-    assert default_model_name() == "klein-4b"
+    assert settings.default_model() == "klein-4b"
     monkeypatch.setenv("FLUX2_MODEL", "tiny")
     assert settings.resolve_with_source("model") == ("tiny", "environment")
     assert settings.resolve_with_source("model", "dev") == ("dev", "flag")
@@ -137,13 +137,14 @@ def test_describe_masks_secrets_and_names_sources(config, monkeypatch):
     assert not any("-secret" in str(row["value"]) for row in rows.values())
 
 
-def test_encoder_settings_reach_the_encoder_code(config, monkeypatch):
-    from flux2cli.encoder.remote import token_for
+def test_encoder_settings_reach_the_loading_options(config, monkeypatch):
+    from flux2cli.api import load_options  # what every front end loads with
 
-    config('encoder_token = "from-file"\n')
-    assert token_for("http://gpu-box:2223/predict") == "from-file"
+    config('encoder_token = "from-file"\nencoder_url = "http://gpu-box:2223/predict"\n')
+    options = load_options()
+    assert (options.encoder_token, options.encoder_url) == ("from-file", "http://gpu-box:2223/predict")
     monkeypatch.setenv("FLUX2_ENCODER_TOKEN", "from-env")
-    assert token_for("http://gpu-box:2223/predict") == "from-env"
+    assert load_options().encoder_token == "from-env"
 
 
 def test_every_variable_read_anywhere_is_in_the_registry():

@@ -9,6 +9,7 @@ import typer
 
 from flux2cli.commands import options as opt
 from flux2cli.errors import InvalidRequest
+from flux2cli.pipeline.fields import FIELD
 
 
 def generate(
@@ -20,19 +21,22 @@ def generate(
         help="Re-run the settings stored in this image (ours, or A1111-style); options given here win.")] = None,
     model: opt.ModelOpt = None,
     orientation: Annotated[Optional[str], typer.Option(
-        "--orientation", help="square, portrait, landscape or 16:9.")] = None,
-    size: Annotated[Optional[str], typer.Option("--size", help="1mp, 2mp or 4mp (1k/2k/4k too).")] = None,
-    width: Annotated[Optional[int], typer.Option("--width", help="Explicit width (multiple of 16).")] = None,
-    height: Annotated[Optional[int], typer.Option("--height", help="Explicit height (multiple of 16).")] = None,
+        "--orientation", show_default=False, help=FIELD["orientation"].option_help())] = None,
+    size: Annotated[Optional[str], typer.Option(
+        "--size", show_default=False, help=FIELD["size"].option_help(" (1k, 2k, 4k too)"))] = None,
+    width: Annotated[Optional[int], typer.Option("--width", show_default=False, help=FIELD["width"].option_help())] = None,
+    height: Annotated[Optional[int], typer.Option(
+        "--height", show_default=False, help=FIELD["height"].option_help())] = None,
     steps: opt.StepsOpt = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (random when absent).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", show_default=False, help=FIELD["seed"].option_help())] = None,
     batch: Annotated[Optional[int], typer.Option(
-        "--batch", "-n", show_default=False, help="Images to make, 1-4 (seeds seed..seed+n-1; default 1).")] = None,
-    guidance: Annotated[Optional[float], typer.Option("--guidance", help="Guidance scale.")] = None,
+        "--batch", "-n", show_default=False, help=FIELD["batch"].option_help())] = None,
+    guidance: Annotated[Optional[float], typer.Option(
+        "--guidance", show_default=False, help=FIELD["guidance"].option_help())] = None,
     input_image: Annotated[Optional[list[Path]], typer.Option(
         "--input-image", "-i", metavar="PATH", help="Reference image (PNG/JPEG/WebP); repeat for several.")] = None,
     strength: Annotated[Optional[float], typer.Option(
-        "--strength", help="Share of the steps re-run from the first reference (0-1]; 1.0 = from noise.")] = None,
+        "--strength", show_default=False, help=FIELD["strength"].option_help())] = None,
     output_dir: opt.OutputDirOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     full_model: opt.FullModelOpt = False,
@@ -49,31 +53,34 @@ def generate(
     from flux2cli.pipeline.images import load_reference_file
     from flux2cli.pipeline.metadata import plan_replay, read_parameters
     from flux2cli.pipeline.modifiers import parse_modifiers
-    from flux2cli.pipeline.output import generation_body
+    from flux2cli.pipeline.output import generation_body, prepare_output_dir
     from flux2cli.pipeline.registry import resolve_model
-    from flux2cli.pipeline.request import GenerationRequest
+    from flux2cli.pipeline.request import GenerationRequest, normalize_size
+    from flux2cli.settings import default_model
     from flux2cli.settings import output_dir as resolve_output_dir
 
     if prompt is None and from_image is None:
         raise InvalidRequest("give a prompt, or --from-image IMAGE.png to re-run an image's settings")
     parsed = parse_modifiers(prompt or "")
-    settings = {"orientation": orientation, "size": size, "width": width, "height": height,
-                "steps": steps, "seed": seed, "batch": batch, "guidance": guidance}
+    settings = {"orientation": orientation and orientation.strip().lower(), "size": size and normalize_size(size),
+                "width": width, "height": height, "steps": steps, "seed": seed, "batch": batch,
+                "guidance": guidance}
     settings.update(parsed.overrides)
     references = [load_reference_file(path) for path in input_image or ()]
     notices: tuple[str, ...] = ()
     if from_image is not None:
         replay = plan_replay(read_parameters(from_image), settings, prompt=parsed.prompt, model=model,
-                             full_model=full_model, gguf=gguf, references=len(references), strength=strength)
+                             full_model=full_model, gguf=gguf, references=len(references), strength=strength,
+                             default_model=default_model())
         spec, text, settings, strength, notices = (replay.spec, replay.prompt, replay.settings, replay.strength,
                                                    replay.notices)
     else:
-        spec, text = resolve_model(model, full_model=full_model, gguf=gguf), parsed.prompt
+        spec, text = resolve_model(model, full_model=full_model, gguf=gguf, default=default_model()), parsed.prompt
     request = GenerationRequest.create(text, model=spec, raw_input=prompt if parsed.prompt else text,
                                        reference_images=references, strength=strength, **settings)
     for message in (*notices, *request.notices):
         notice(message)
-    output_dir = resolve_output_dir(output_dir)
+    output_dir = prepare_output_dir(resolve_output_dir(output_dir))  # fail now, not after generating
 
     engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
                              offload=offload, vae_tiling=vae_tiling)

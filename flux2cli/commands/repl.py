@@ -21,9 +21,10 @@ def repl(
     from flux2cli.pipeline.registry import resolve_model
     from flux2cli.repl.app import run_repl
     from flux2cli.repl.session import ReplSession
+    from flux2cli.settings import default_model
     from flux2cli.settings import output_dir as resolve_output_dir
 
-    spec = resolve_model(model, full_model=full_model, gguf=gguf)
+    spec = resolve_model(model, full_model=full_model, gguf=gguf, default=default_model())
     output_dir = resolve_output_dir(output_dir)
     session = ReplSession(spec, steps=steps, output_dir=output_dir)  # a bad --steps fails before loading
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from flux2cli.errors import InvalidRequest, UnknownModel
-from flux2cli.pipeline.registry import MODELS, ModelSpec, get_model, resolve_model
+from flux2cli.pipeline.fields import replayed
+from flux2cli.pipeline.registry import DEFAULT_MODEL, MODELS, ModelSpec, get_model, resolve_model
 
+_EXPLICIT, _NAMED = ("width", "height"), ("orientation", "size")
 _PAIR = re.compile(r'\s*([\w ]+?):\s*("(?:\\.|[^"])*"|[^,]*)\s*(?:,|$)')
 
 
@@ -49,11 +51,10 @@ def _from_flux2(raw: str, name: str) -> ImageParameters:
         prompt = data["prompt"]
     except (ValueError, KeyError, TypeError):
         raise InvalidRequest(f"{name} has a damaged 'flux2' metadata chunk") from None
-    settings = {key: data.get(key) for key in ("model", "steps", "seed", "batch", "guidance")}
-    if data.get("orientation") and data.get("size"):
-        settings.update(orientation=data["orientation"], size=data["size"])
-    else:
-        settings.update(width=data.get("width"), height=data.get("height"))
+    settings = {key: data.get(key) for key in ("model", *replayed())}
+    # Dimensions go as a group: a named size, or an explicit width and height.
+    for key in _EXPLICIT if data.get("orientation") and data.get("size") else _NAMED:
+        settings.pop(key)
     extra = {k: v for k, v in data.items() if k not in settings and k != "prompt"}
     return ImageParameters("flux2", prompt, {k: v for k, v in settings.items() if v is not None}, extra)
 
@@ -116,18 +117,19 @@ class Replay:
 
 def plan_replay(stored: ImageParameters, given: dict[str, Any], *, prompt: str = "", model: str | None = None,
                 full_model: bool = False, gguf: str | None = None, references: int = 0,
-                strength: float | None = None) -> Replay:
+                strength: float | None = None, default_model: str = DEFAULT_MODEL) -> Replay:
     """The stored settings with every value the user gave (not None) put over them.
 
     Dimensions go as a group: a given orientation or size drops a stored width/height and
     the reverse, so the result never mixes the two ways of naming a size. A stored guidance
     is dropped for a guidance-distilled model (it was the other model's, not the user's).
+    A stored strength applies only when reference images are given again.
     """
     given = {key: value for key, value in given.items() if value is not None}
     settings = dict(stored.settings)
     stored_model = settings.pop("model", None)
-    explicit, named = ("width", "height"), ("orientation", "size")
-    for group, other in ((explicit, named), (named, explicit)):
+    stored_strength = settings.pop("strength", None)
+    for group, other in ((_EXPLICIT, _NAMED), (_NAMED, _EXPLICIT)):
         if any(key in given for key in group):
             for key in other:
                 settings.pop(key, None)
@@ -142,7 +144,7 @@ def plan_replay(stored: ImageParameters, given: dict[str, Any], *, prompt: str =
             raise InvalidRequest(f"the image was made with model {stored_model!r}, which this flux2 does not "
                                  "know; choose one with --model") from None
     else:
-        spec = resolve_model(None)
+        spec = resolve_model(None, default=default_model)
     if spec.distilled and "guidance" not in given:
         settings.pop("guidance", None)
 
@@ -150,7 +152,7 @@ def plan_replay(stored: ImageParameters, given: dict[str, Any], *, prompt: str =
     if stored.extra.get("reference_images") and not references:
         notices.append("the image was made with reference images; pass them again with --input-image to use them")
     if strength is None and references:
-        strength = stored.extra.get("strength")
+        strength = stored_strength
     return Replay(spec, prompt or stored.prompt, settings, strength, tuple(notices))
 
 
@@ -159,9 +161,9 @@ def replay_command(params: ImageParameters) -> str:
     import shlex
 
     args = ["flux2", "generate", params.prompt]
-    options = ("model", "orientation", "size", "width", "height", "steps", "seed", "batch", "guidance")
-    for key in options:
+    for key in ("model", *replayed()):
         value = params.settings.get(key)
-        if value is not None and not (key == "batch" and value == 1):
+        # strength needs the reference images again, and they are not stored
+        if value is not None and key != "strength" and not (key == "batch" and value == 1):
             args += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(args)

@@ -70,6 +70,10 @@ class ModelSpec:
         return (_round16(base_w * self.size_scale) * multiplier,
                 _round16(base_h * self.size_scale) * multiplier)
 
+    def largest_sizes(self) -> list[tuple[int, int]]:
+        """The 4mp size of every orientation: an explicit width x height must fit one of them."""
+        return [self.dimensions(orientation, "4mp") for orientation in BASE_SIZES]
+
 
 def _round16(value: float) -> int:
     return max(16, int(round(value / 16)) * 16)
@@ -78,137 +82,56 @@ def _round16(value: float) -> int:
 _DEV_LAYERS = (10, 20, 30)
 _KLEIN_LAYERS = (9, 18, 27)
 _DEV_LICENSE = "FLUX [dev] Non-Commercial License"
+DEV_REPO = "black-forest-labs/FLUX.2-dev"
 GGUF_REPO = "city96/FLUX.2-dev-gguf"
 
 
+def _dev(name: str, display_name: str, **entry) -> ModelSpec:
+    """FLUX.2 [dev] 32B: the spec's 25 steps (10-50), guidance 4, Mistral Small 3.1 encoder."""
+    return ModelSpec(**{
+        "name": name, "display_name": display_name, "family": "dev", "pipeline_class": "Flux2Pipeline",
+        "repo": DEV_REPO, "quantization": "bf16", "default_steps": 25, "step_range": (10, 50),
+        "default_guidance": 4.0, "max_sequence_length": 512, "text_encoder_out_layers": _DEV_LAYERS,
+        "license": _DEV_LICENSE, "gated": True, "remote_encoder_capable": True,
+        "encoder_memory_gb": 48.0,  # the dev repo's bf16 Mistral Small 3.1 24B
+        **entry})
+
+
 def _dev_gguf(quant: str, filename: str, size_gb: float, memory_gb: float) -> ModelSpec:
-    return ModelSpec(
-        name=f"dev-gguf-{quant}",
-        display_name=f"FLUX.2-dev GGUF {quant.upper()}",
-        family="dev",
-        pipeline_class="Flux2Pipeline",
-        repo="black-forest-labs/FLUX.2-dev",
-        gguf=GGUFSource(GGUF_REPO, filename, size_gb),
-        quantization=f"gguf-{quant}",
-        default_steps=25,
-        step_range=(10, 50),
-        default_guidance=4.0,
-        max_sequence_length=512,
-        text_encoder_out_layers=_DEV_LAYERS,
-        license=_DEV_LICENSE,
-        gated=True,
-        memory_gb=memory_gb,
-        description=f"FLUX.2 [dev] 32B, transformer from a GGUF {quant.upper()} file",
-        remote_encoder_capable=True,
-        encoder_memory_gb=48.0,  # the dev repo's bf16 Mistral Small 3.1 24B
-        download_gb=float(round(size_gb + 48.5)),
-    )
+    return _dev(f"dev-gguf-{quant}", f"FLUX.2-dev GGUF {quant.upper()}",
+                gguf=GGUFSource(GGUF_REPO, filename, size_gb), quantization=f"gguf-{quant}", memory_gb=memory_gb,
+                description=f"FLUX.2 [dev] 32B, transformer from a GGUF {quant.upper()} file",
+                download_gb=float(round(size_gb + 48.5)))
+
+
+def _klein(name: str, display_name: str, **entry) -> ModelSpec:
+    """FLUX.2 [klein]: step-distilled (4 steps, no guidance), Qwen3 encoder, bf16."""
+    return ModelSpec(**{
+        "name": name, "display_name": display_name, "family": "klein", "pipeline_class": "Flux2KleinPipeline",
+        "quantization": "bf16", "default_steps": 4, "step_range": (1, 50), "default_guidance": None,
+        "max_sequence_length": 512, "text_encoder_out_layers": _KLEIN_LAYERS, **entry})
 
 
 MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        name="dev-bnb4",
-        display_name="FLUX.2-dev-bnb-4bit",
-        family="dev",
-        pipeline_class="Flux2Pipeline",
-        repo="diffusers/FLUX.2-dev-bnb-4bit",
-        quantization="bnb-nf4",
-        default_steps=25,
-        step_range=(10, 50),
-        default_guidance=4.0,
-        max_sequence_length=512,
-        text_encoder_out_layers=_DEV_LAYERS,
-        license=_DEV_LICENSE,
-        gated=True,
-        memory_gb=18.0,
-        description="FLUX.2 [dev] 32B, NF4 transformer and text encoder (bitsandbytes)",
-        aliases=("dev-4bit", "bnb4"),
-        remote_encoder_capable=True,
-        encoder_memory_gb=14.0,
-        download_gb=33.0,
-    ),
-    ModelSpec(
-        name="dev",
-        display_name="FLUX.2-dev (full)",
-        family="dev",
-        pipeline_class="Flux2Pipeline",
-        repo="black-forest-labs/FLUX.2-dev",
-        quantization="bf16",
-        default_steps=25,
-        step_range=(10, 50),
-        default_guidance=4.0,
-        max_sequence_length=512,
-        text_encoder_out_layers=_DEV_LAYERS,
-        license=_DEV_LICENSE,
-        gated=True,
-        memory_gb=70.0,
-        description="FLUX.2 [dev] 32B in bf16",
-        aliases=("dev-full", "full"),
-        remote_encoder_capable=True,
-        encoder_memory_gb=48.0,
-        download_gb=113.0,
-    ),
+    _dev("dev-bnb4", "FLUX.2-dev-bnb-4bit", repo="diffusers/FLUX.2-dev-bnb-4bit", quantization="bnb-nf4",
+         memory_gb=18.0, encoder_memory_gb=14.0, download_gb=33.0, aliases=("dev-4bit", "bnb4"),
+         description="FLUX.2 [dev] 32B, NF4 transformer and text encoder (bitsandbytes)"),
+    _dev("dev", "FLUX.2-dev (full)", memory_gb=70.0, download_gb=113.0, aliases=("dev-full", "full"),
+         description="FLUX.2 [dev] 32B in bf16"),
     # File names and sizes as published in city96/FLUX.2-dev-gguf (see docs/models.md).
     _dev_gguf("bf16", "flux2-dev-BF16.gguf", 64.4, 70.0),
     _dev_gguf("q8", "flux2-dev-Q8_0.gguf", 34.5, 40.0),
     _dev_gguf("q4", "flux2-dev-Q4_K_S.gguf", 19.3, 25.0),
-    ModelSpec(
-        name="klein-4b",
-        display_name="FLUX.2-klein-4B",
-        family="klein",
-        pipeline_class="Flux2KleinPipeline",
-        repo="black-forest-labs/FLUX.2-klein-4B",
-        quantization="bf16",
-        default_steps=4,
-        step_range=(1, 50),
-        default_guidance=None,
-        max_sequence_length=512,
-        text_encoder_out_layers=_KLEIN_LAYERS,
-        license="Apache-2.0",
-        gated=False,
-        memory_gb=13.0,
-        download_gb=16.0,
-        description="FLUX.2 [klein] 4B, step-distilled (4 steps), Qwen3 4B text encoder",
-        aliases=("klein", "klein4b"),
-    ),
-    ModelSpec(
-        name="klein-9b",
-        display_name="FLUX.2-klein-9B",
-        family="klein",
-        pipeline_class="Flux2KleinPipeline",
-        repo="black-forest-labs/FLUX.2-klein-9B",
-        quantization="bf16",
-        default_steps=4,
-        step_range=(1, 50),
-        default_guidance=None,
-        max_sequence_length=512,
-        text_encoder_out_layers=_KLEIN_LAYERS,
-        license="FLUX Non-Commercial License",
-        gated=True,
-        memory_gb=29.0,
-        download_gb=35.0,
-        description="FLUX.2 [klein] 9B, step-distilled (4 steps), Qwen3 8B text encoder",
-        aliases=("klein9b",),
-    ),
-    ModelSpec(
-        name="tiny",
-        display_name="flux2-tiny",
-        family="tiny",
-        pipeline_class="Flux2KleinPipeline",
-        repo=None,
-        local_dir=PACKAGE_MODELS / "tiny",
-        quantization="fp32",
-        default_steps=8,
-        step_range=(1, 50),
-        default_guidance=None,
-        max_sequence_length=32,
-        text_encoder_out_layers=_KLEIN_LAYERS,
-        license="Apache-2.0",
-        gated=False,
-        memory_gb=0.1,
-        description="embedded FLUX.2 [klein]-architecture demo model: coloured shapes, runs on CPU",
-        size_scale=1 / 16,
-    ),
+    _klein("klein-4b", "FLUX.2-klein-4B", repo="black-forest-labs/FLUX.2-klein-4B", license="Apache-2.0",
+           gated=False, memory_gb=13.0, download_gb=16.0, aliases=("klein", "klein4b"),
+           description="FLUX.2 [klein] 4B, step-distilled (4 steps), Qwen3 4B text encoder"),
+    _klein("klein-9b", "FLUX.2-klein-9B", repo="black-forest-labs/FLUX.2-klein-9B",
+           license="FLUX Non-Commercial License", gated=True, memory_gb=29.0, download_gb=35.0, aliases=("klein9b",),
+           description="FLUX.2 [klein] 9B, step-distilled (4 steps), Qwen3 8B text encoder"),
+    _klein("tiny", "flux2-tiny", family="tiny", repo=None, local_dir=PACKAGE_MODELS / "tiny", quantization="fp32",
+           default_steps=8, max_sequence_length=32, license="Apache-2.0", gated=False, memory_gb=0.1,
+           description="embedded FLUX.2 [klein]-architecture demo model: coloured shapes, runs on CPU",
+           size_scale=1 / 16),
 )
 
 GGUF_QUANTS = ("bf16", "q8", "q4")
@@ -228,20 +151,17 @@ def get_model(name: str) -> ModelSpec:
         raise UnknownModel(f"unknown model {name!r}; choose one of: {known}") from None
 
 
-def default_model_name() -> str:
-    """FLUX2_MODEL, else config.toml's ``model``, else the spec's default."""
-    from flux2cli.settings import resolve
-
-    return resolve("model") or DEFAULT_MODEL
-
-
 def resolve_model(
     model: str | None = None,
     *,
     full_model: bool = False,
     gguf: str | None = None,
+    default: str = DEFAULT_MODEL,
 ) -> ModelSpec:
     """Turn ``--model`` and the spec's shorthands into one registry entry.
+
+    ``default`` is the model when neither names one: front ends pass the user's setting
+    (FLUX2_MODEL, config.toml); the registry itself reads no settings.
 
     The shorthands (``--full-model``, ``--gguf q8``) name [dev] variants; naming them
     together with a different ``--model`` is a contradiction we refuse rather than guess.
@@ -257,7 +177,7 @@ def resolve_model(
     shorthand = "dev" if full_model else (f"dev-gguf-{gguf.lower()}" if gguf else None)
     if shorthand and model and get_model(model).name != shorthand:
         raise UnknownModel(f"--model {model} contradicts the shorthand for {shorthand}; pick one")
-    return get_model(shorthand or model or default_model_name())
+    return get_model(shorthand or model or default)
 
 
 def _is_gguf_path(value: str) -> bool:
@@ -279,8 +199,7 @@ def gguf_file_spec(path: str | os.PathLike[str], base: ModelSpec | None = None) 
     from flux2cli.pipeline.gguf import describe_gguf_file
 
     info = describe_gguf_file(path)
-    base = base or get_model("dev")
-    if base.gguf is not None:  # a dev-gguf-* entry: its pipeline comes from the dev repo too
+    if base is None or base.gguf is not None:  # a dev-gguf-* entry: its pipeline comes from the dev repo too
         base = get_model("dev")
     source = GGUFSource(None, str(info.path), round(info.path.stat().st_size / 1024**3, 2))
     if base.family == "dev":

@@ -1,29 +1,25 @@
 """``GenerationRequest``: the one validated description of what to generate.
 
 The CLI, the REPL and the server all build it through ``GenerationRequest.create``,
-which is the only place user values are checked; the engine trusts it.
+which is the only place user values are checked; the engine trusts it. Each field's
+type, bounds and messages are declared once in ``fields.py``; this module adds the rules
+that involve several fields (dimensions, strength without an image, guidance on
+distilled models).
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from flux2cli.errors import InvalidRequest
-from flux2cli.pipeline.registry import BASE_SIZES, SIZE_MULTIPLIERS, ModelSpec, resolve_model
+from flux2cli.pipeline.fields import DEFAULT_STRENGTH, FIELD, MAX_PROMPT_CHARS, MAX_SEED, RANDOM_SEEDS, replayed
+from flux2cli.pipeline.registry import DEFAULT_MODEL, ModelSpec, get_model
 
-MAX_SEED = 2**63  # exclusive
-MAX_BATCH = 4
-MAX_PROMPT_CHARS = 4000
-DEFAULT_ORIENTATION = "landscape"
-DEFAULT_SIZE = "1mp"
-DEFAULT_STRENGTH = 0.75
-
-ORIENTATIONS = tuple(BASE_SIZES)
-SIZES = tuple(SIZE_MULTIPLIERS)
-# The REPL's /1k /2k /4k name the same three steps as the server's sizes.
+ORIENTATIONS = FIELD["orientation"].choices
+SIZES = FIELD["size"].choices
+# The REPL's /1k /2k /4k and the CLI's --size 2k name the same three steps.
 SIZE_ALIASES = {"1k": "1mp", "2k": "2mp", "4k": "4mp"}
 _ALLOWED_CONTROL = {"\n", "\r", "\t"}
 
@@ -59,8 +55,8 @@ class GenerationRequest:
 
     @property
     def seeds(self) -> list[int]:
-        """Image i of a batch uses seed + i, so any image can be re-made alone."""
-        return [self.seed + i for i in range(self.batch)]
+        """Image i of a batch uses seed + i (wrapping below 2^63), so any image can be re-made alone."""
+        return [(self.seed + i) % MAX_SEED for i in range(self.batch)]
 
     def to_metadata(self) -> dict[str, Any]:
         """JSON-ready description stored in each image; images are named, not embedded."""
@@ -68,16 +64,8 @@ class GenerationRequest:
             "prompt": self.prompt,
             "raw_input": self.raw_input if self.raw_input is not None else self.prompt,
             "model": self.model,
-            "width": self.width,
-            "height": self.height,
-            "orientation": self.orientation,
-            "size": self.size,
-            "steps": self.steps,
-            "seed": self.seed,
-            "batch": self.batch,
-            "guidance": self.guidance,
+            **{name: getattr(self, name) for name in replayed()},
             "reference_images": [ref.source for ref in self.reference_images],
-            "strength": self.strength,
         }
 
     @classmethod
@@ -86,132 +74,90 @@ class GenerationRequest:
         prompt: Any,
         *,
         model: ModelSpec | str | None = None,
-        orientation: Any = None,
-        size: Any = None,
-        width: Any = None,
-        height: Any = None,
-        steps: Any = None,
-        seed: Any = None,
-        batch: Any = None,
-        guidance: Any = None,
         reference_images: tuple[ReferenceImage, ...] | list[ReferenceImage] = (),
-        strength: Any = None,
         raw_input: str | None = None,
+        **values: Any,
     ) -> GenerationRequest:
-        """Validate user values (possibly straight from JSON) and fill in defaults."""
-        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-        prompt = _prompt(prompt)
-        width, height, orientation, size = _dimensions(spec, orientation, size, width, height)
-        lo, hi = spec.step_range
-        steps = spec.default_steps if steps is None else _integer("steps", steps, lo, hi, f" for {spec.display_name}")
-        batch = 1 if batch is None else _integer("batch", batch, 1, MAX_BATCH)
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED - batch + 1)
-        else:
-            seed = _integer("seed", seed, 0, MAX_SEED - batch, " (the batch uses seed+i)")
+        """Validate user values (possibly straight from JSON) and fill in defaults.
+
+        ``values`` are the declared fields by wire name (``fields.replayed()``); None means
+        the default. Reference images arrive decoded, as ``reference_images``. A declared
+        field that no rule below concerns reaches the request as checked.
+        """
+        names = replayed()
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TypeError(f"GenerationRequest.create() got undeclared fields {unknown}")
+        spec = model if isinstance(model, ModelSpec) else get_model(model or DEFAULT_MODEL)
+        checked = {name: FIELD[name].check(values.get(name), spec) for name in names}
+        checked["prompt"] = _prompt(prompt)
+        checked["width"], checked["height"], checked["orientation"], checked["size"] = _dimensions(spec, checked)
+        if checked["steps"] is None:
+            checked["steps"] = spec.default_steps
+        checked["batch"] = checked["batch"] or 1
+        if checked["seed"] is None:
+            checked["seed"] = secrets.randbelow(RANDOM_SEEDS)
 
         notices: list[str] = []
         if spec.distilled:
-            if guidance is not None:
-                _number("guidance", guidance, 0.0, 30.0)
+            if checked["guidance"] is not None:
                 notices.append(f"{spec.display_name} is guidance-distilled: the guidance value is ignored")
-            guidance = None
-        else:
-            guidance = spec.default_guidance if guidance is None else _number("guidance", guidance, 0.0, 30.0)
+            checked["guidance"] = None
+        elif checked["guidance"] is None:
+            checked["guidance"] = spec.default_guidance
 
         references = tuple(reference_images)
-        if strength is not None:
-            if not references:
-                raise InvalidRequest("strength needs a reference image; add an input image or drop strength")
-            strength = _number("strength", strength, 0.0, 1.0)
-            if strength == 0.0:
-                raise InvalidRequest("strength must be above 0 and at most 1 (1.0 = start from noise)")
-        elif references:
-            strength = DEFAULT_STRENGTH
-
-        return cls(
-            prompt=prompt,
-            model=spec.name,
-            width=width,
-            height=height,
-            steps=steps,
-            seed=seed,
-            batch=batch,
-            guidance=guidance,
-            orientation=orientation,
-            size=size,
-            reference_images=references,
-            strength=strength,
-            raw_input=raw_input,
-            notices=tuple(notices),
-        )
+        if checked["strength"] is not None and not references:
+            raise InvalidRequest("strength needs a reference image; add an input image or drop strength",
+                                 field="strength")
+        if references and checked["strength"] is None:
+            checked["strength"] = DEFAULT_STRENGTH
+        return cls(model=spec.name, reference_images=references, raw_input=raw_input, notices=tuple(notices),
+                   **checked)
 
 
 def _prompt(value: Any) -> str:
+    def refuse(message: str) -> InvalidRequest:
+        return InvalidRequest(message, field="prompt")
+
     if not isinstance(value, str):
-        raise InvalidRequest("prompt must be a text string")
+        raise refuse("prompt must be a text string")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise refuse(f"prompt is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}")
     text = value.strip()
     if not text:
-        raise InvalidRequest("prompt is empty; describe the image to generate")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidRequest(f"prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
+        raise refuse("prompt is empty; describe the image to generate")
     if any(ord(ch) < 32 and ch not in _ALLOWED_CONTROL for ch in text):
-        raise InvalidRequest("prompt contains control characters (such as NUL); remove them")
+        raise refuse("prompt contains control characters (such as NUL); remove them")
     try:  # JSON "\ud800" or undecodable argv bytes; the tokenizer and the sidecar would choke later
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest("prompt is not valid Unicode text (it has unpaired surrogates)") from None
+        raise refuse("prompt is not valid Unicode text (it has unpaired surrogates)") from None
     return text
 
 
-def normalize_orientation(value: Any) -> str:
-    if not isinstance(value, str) or value.lower() not in ORIENTATIONS:
-        raise InvalidRequest(f"orientation must be one of {', '.join(ORIENTATIONS)} (got {value!r})")
-    return value.lower()
+def normalize_size(value: str) -> str:
+    """A size as a person types it (``2K``, ``4mp``) in the wire's spelling; the front ends call it."""
+    key = value.strip().lower()
+    return SIZE_ALIASES.get(key, key)
 
 
-def normalize_size(value: Any) -> str:
-    key = value.lower() if isinstance(value, str) else value
-    key = SIZE_ALIASES.get(key, key)
-    if key not in SIZES:
-        raise InvalidRequest(f"size must be one of {', '.join(SIZES)} (got {value!r})")
-    return key
-
-
-def _dimensions(spec: ModelSpec, orientation: Any, size: Any, width: Any, height: Any):
+def _dimensions(spec: ModelSpec, checked: dict[str, Any]) -> tuple[int, int, str | None, str | None]:
+    width, height = checked["width"], checked["height"]
+    orientation, size = checked["orientation"], checked["size"]
     if width is None and height is None:
-        orientation = normalize_orientation(orientation or DEFAULT_ORIENTATION)
-        size = normalize_size(size or DEFAULT_SIZE)
+        orientation = orientation or FIELD["orientation"].default
+        size = size or FIELD["size"].default
         return (*spec.dimensions(orientation, size), orientation, size)
     if width is None or height is None:
-        raise InvalidRequest("give both width and height, or neither (then orientation and size decide)")
+        raise InvalidRequest("give both width and height, or neither (then orientation and size decide)",
+                             field="height" if height is None else "width")
     if orientation is not None or size is not None:
-        raise InvalidRequest("give either width/height or orientation/size, not both")
-    max_w, max_h = spec.dimensions("landscape", "4mp")
-    max_side = max(max_w, max_h)
-    width = _integer("width", width, 16, max_side)
-    height = _integer("height", height, 16, max_side)
-    if width % 16 or height % 16:
-        raise InvalidRequest(f"width and height must be multiples of 16 (got {width}x{height})")
-    if width * height > max_w * max_h:
-        raise InvalidRequest(f"{width}x{height} is larger than the 4mp limit of {max_w}x{max_h} pixels")
+        raise InvalidRequest("give either width/height or orientation/size, not both",
+                             field="orientation" if orientation is not None else "size")
+    largest = spec.largest_sizes()
+    if not any(width <= w and height <= h for w, h in largest):
+        boxes = ", ".join(f"{w}x{h}" for w, h in dict.fromkeys(largest))
+        raise InvalidRequest(f"{width}x{height} is larger than {spec.display_name}'s 4mp sizes allow: it must fit "
+                             f"within one of {boxes}", field="width")
     return width, height, None, None
-
-
-def _integer(name: str, value: Any, lo: int, hi: int, context: str = "") -> int:
-    # bool is an int in Python, but "steps": true is a client bug, not 1 step.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidRequest(f"{name} must be a whole number between {lo} and {hi}{context} (got {value!r})")
-    if not lo <= value <= hi:
-        raise InvalidRequest(f"{name} must be between {lo} and {hi}{context} (got {value})")
-    return value
-
-
-def _number(name: str, value: Any, lo: float, hi: float) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidRequest(f"{name} must be a number between {lo:g} and {hi:g} (got {value!r})")
-    if not lo <= value <= hi:
-        raise InvalidRequest(f"{name} must be between {lo:g} and {hi:g} (got {value:g})")
-    return float(value)

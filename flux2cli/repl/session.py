@@ -20,14 +20,8 @@ from typing import Any
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.modifiers import parse_modifiers
 from flux2cli.pipeline.registry import ModelSpec
-from flux2cli.pipeline.request import (
-    DEFAULT_ORIENTATION,
-    DEFAULT_SIZE,
-    DEFAULT_STRENGTH,
-    SIZE_ALIASES,
-    GenerationRequest,
-    ReferenceImage,
-)
+from flux2cli.pipeline.fields import DEFAULT_STRENGTH, FIELD
+from flux2cli.pipeline.request import SIZE_ALIASES, GenerationRequest, ReferenceImage
 from flux2cli.repl.actions import Action, Generate, Reply
 from flux2cli.repl.commands import CLEAR_WORDS, find_command
 
@@ -38,8 +32,8 @@ _PROBE_PROMPT = "settings check"  # validates a change of settings that has no p
 @dataclass(frozen=True)
 class Settings:
     steps: int
-    orientation: str = DEFAULT_ORIENTATION
-    size: str = DEFAULT_SIZE
+    orientation: str = FIELD["orientation"].default
+    size: str = FIELD["size"].default
     seed: int | None = None  # fixed by /seed N; None draws a new seed per generation
     batch: int = 1
     reference: ReferenceImage | None = None

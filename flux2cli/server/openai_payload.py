@@ -13,27 +13,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from flux2cli.errors import InvalidRequest, UnknownModel
+from flux2cli.pipeline.fields import FIELD, quote
 from flux2cli.pipeline.registry import BASE_SIZES, ModelSpec, get_model
-from flux2cli.pipeline.request import MAX_BATCH, ORIENTATIONS, GenerationRequest, ReferenceImage
+from flux2cli.pipeline.request import ORIENTATIONS, GenerationRequest, ReferenceImage
 from flux2cli.server.openai_compat import OpenAIRequestError
-from flux2cli.server.payload import MAX_REFERENCE_IMAGES
 
 RESPONSE_FORMATS = ("b64_json", "url")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+BACKGROUNDS = ("auto", "opaque")
 # OpenAI fields that change nothing for FLUX.2; accepted so that clients sending them work.
 IGNORED_FIELDS = ("quality", "style", "user", "safety_identifier", "moderation", "input_fidelity")
 OPENAI_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "output_compression",
                  "background", "stream", "partial_images")
-EXTENSION_FIELDS = ("seed", "steps", "guidance")  # flux2cli's own, sent through a client's extra_body
-GENERATION_FIELDS = OPENAI_FIELDS + IGNORED_FIELDS + EXTENSION_FIELDS
-EDIT_FIELDS = GENERATION_FIELDS + ("strength",)
+
 # Clients configured for OpenAI send its model names; they mean "the image model here".
 OPENAI_MODEL_PREFIXES = ("dall-e", "gpt-image", "chatgpt-image")
 
-_SIZE = re.compile(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*")
-# What GenerationRequest's messages start with -> the OpenAI field they are about.
-_PARAM_OF = {"prompt": "prompt", "steps": "steps", "seed": "seed", "guidance": "guidance",
-             "strength": "strength", "batch": "n", "width": "size", "height": "size"}
+_SIZE = re.compile(r"([1-9]\d{0,5})x([1-9]\d{0,5})")
+
+
+def generation_fields() -> tuple[str, ...]:
+    """OpenAI's fields, then ours that OpenAI has no name for, under their own names (a client's
+    extra_body); strength only on edits, where there is an image."""
+    ours = tuple(field.openai for field in FIELD.values()
+                 if field.openai and field.openai not in OPENAI_FIELDS and field.name != "strength")
+    return OPENAI_FIELDS + IGNORED_FIELDS + ours
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,27 @@ def check_model(value: Any, spec: ModelSpec) -> None:
                              f"{other.name}` to use it", param="model", code="model_not_found", status=404)
 
 
+def size_pattern(spec: ModelSpec) -> str:
+    """``size`` as the schema states it: exactly the WIDTHxHEIGHT values ``GenerationRequest``
+    accepts for this model (multiples of 16 that fit one of its 4mp sizes), or auto."""
+    def sides(top: int) -> str:
+        return "|".join(str(n) for n in range(16, top + 1, 16))
+    boxes = "|".join(f"(?:{sides(w)})x(?:{sides(h)})" for w, h in dict.fromkeys(spec.largest_sizes()))
+    return f"^(?:auto|{boxes})$"
+
+
 def generation_call(body: dict[str, Any], spec: ModelSpec) -> ImagesCall:
     """POST /v1/images/generations: "auto" is the model's square 1 MP."""
-    _check_fields(body, GENERATION_FIELDS)
+    _check_fields(body, generation_fields())
     return _images_call(body, spec, (), "square")
 
 
 def edit_call(fields: dict[str, Any], references: list[ReferenceImage], spec: ModelSpec) -> ImagesCall:
     """POST /v1/images/edits: "auto" keeps the first image's shape (the nearest orientation at 1 MP)."""
-    _check_fields(fields, EDIT_FIELDS)
+    _check_fields(fields, (*generation_fields(), "strength"))
+    # A form has no null: a field left empty means its default, and booleans come as text.
+    fields = {name: {"false": False, "true": True}.get(value, value) if name == "stream" else value
+              for name, value in fields.items() if value != ""}
     if not references:
         raise OpenAIRequestError("Missing required parameter: 'image' (send it as a file)", param="image",
                                  code="missing_required_parameter")
@@ -96,15 +112,14 @@ def _images_call(body: dict[str, Any], spec: ModelSpec, references: tuple[Refere
         raise OpenAIRequestError(f"output_format {output_format!r} needs response_format 'b64_json': the URL "
                                  f"points at the saved PNG", param="output_format")
     compression = _whole(body, "output_compression", 0, 100, 100)
-    batch = _whole(body, "n", 1, MAX_BATCH, 1, " (images per call on this server)")
     size = body.get("size")
     dimensions = _dimensions(size, spec, auto_orientation)
+    values = {field.name: body.get(field.openai) for field in FIELD.values()
+              if field.openai and field.openai not in ("prompt", "size")}
     try:
-        request = GenerationRequest.create(
-            prompt, model=spec, **dimensions,
-            steps=body.get("steps"), seed=body.get("seed"), batch=batch, guidance=body.get("guidance"),
-            reference_images=references, strength=body.get("strength"),
-            raw_input=prompt if isinstance(prompt, str) else None)
+        values["batch"] = FIELD["batch"].check(body.get("n"), spec, label="n")
+        request = GenerationRequest.create(prompt, model=spec, **dimensions, **values, reference_images=references,
+                                           raw_input=prompt if isinstance(prompt, str) else None)
     except InvalidRequest as error:
         raise _with_param(error, size, spec) from None
     return ImagesCall(request, response_format, output_format, compression)
@@ -119,46 +134,48 @@ def _check_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    if body.get("stream") not in (None, False, "", "false"):
+    stream = body.get("stream")
+    if stream is not None and stream is not False:  # not `in (None, False)`: 0 == False, but not in JSON
         raise OpenAIRequestError("stream is not supported: the answer comes when the images are done "
                                  "(progress events are on POST /jobs)", param="stream")
-    if body.get("partial_images") not in (None, 0, ""):
+    partial = body.get("partial_images")
+    if partial is not None and (isinstance(partial, bool) or partial != 0):
         raise OpenAIRequestError("partial_images is not supported (it needs streaming)", param="partial_images")
     background = body.get("background")
-    if background not in (None, "", "auto", "opaque"):
+    if background is not None and background not in BACKGROUNDS:
         raise OpenAIRequestError(f"background {str(background)[:40]!r} is not supported: FLUX.2 makes opaque "
                                  f"images; use 'auto' or 'opaque'", param="background")
 
 
 def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = body.get(name)
-    if value is None or value == "":
+    if value is None:
         return default
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise OpenAIRequestError(f"{name} must be one of {', '.join(allowed)} (got {value!r:.40})", param=name)
-    return value.lower()
+    if not isinstance(value, str) or value not in allowed:
+        raise OpenAIRequestError(f"{name} must be one of {', '.join(allowed)} (got {quote(value)})", param=name)
+    return value
 
 
 def _whole(body: dict[str, Any], name: str, lo: int, hi: int, default: int, context: str = "") -> int:
     value = body.get(name)
-    if value is None or value == "":
+    if value is None:
         return default
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise OpenAIRequestError(f"{name} must be a whole number from {lo} to {hi}{context} (got {value!r:.40})",
+        raise OpenAIRequestError(f"{name} must be a whole number from {lo} to {hi}{context} (got {quote(value)})",
                                  param=name)
     return value
 
 
 def _dimensions(size: Any, spec: ModelSpec, auto_orientation: str) -> dict[str, Any]:
-    if size is None or (isinstance(size, str) and size.strip().lower() in ("", "auto")):
+    if size is None or size == "auto":
         return {"orientation": auto_orientation, "size": "1mp"}
     match = _SIZE.fullmatch(size) if isinstance(size, str) else None
     if match is None:
         width, height = spec.dimensions("square", "1mp")
         raise OpenAIRequestError(f"size must be 'auto' or WIDTHxHEIGHT in pixels such as '{width}x{height}' "
-                                 f"(got {size!r:.40})", param="size")
+                                 f"(got {quote(size)})", param="size")
     return {"width": int(match[1]), "height": int(match[2])}
 
 
@@ -173,9 +190,10 @@ def _aspect(orientation: str) -> float:
 
 
 def _with_param(error: InvalidRequest, size: Any, spec: ModelSpec) -> OpenAIRequestError:
+    """The error under the OpenAI name of its field (``batch`` is ``n``, width/height are ``size``)."""
+    field = FIELD.get(error.field or "")
+    param = field.openai if field is not None and field.openai else error.field
     message = str(error)
-    first = message.split(" ", 1)[0]
-    param = _PARAM_OF.get(first) or ("size" if re.match(r"\d+x\d+ ", message) else None)
     if param == "size":
         width, height = spec.dimensions("square", "1mp")
         message = (f"size {size!r:.40} does not suit {spec.display_name} (its 'auto' is {width}x{height}): "

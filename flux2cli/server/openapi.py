@@ -1,7 +1,9 @@
 """GET /openapi.json: an OpenAPI 3.1 description of every route and body.
 
-Kept by hand next to the routes; ``tests/test_server_api.py`` checks that every route the
-app registers appears here with the same methods.
+The request bodies are generated from the field declaration (``pipeline/fields.py``) with
+the loaded model's ranges; the paths and responses are a table kept next to the routes, and
+``tests/test_server_api.py`` checks that every route the app registers appears here with
+the same methods.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from flux2cli import __version__ as _version
-from flux2cli.pipeline.request import DEFAULT_STRENGTH, MAX_BATCH, MAX_PROMPT_CHARS, ORIENTATIONS, SIZES
-from flux2cli.server.openai_payload import IGNORED_FIELDS, OUTPUT_FORMATS, RESPONSE_FORMATS
-from flux2cli.server.payload import MAX_REFERENCE_IMAGES
+from flux2cli.pipeline.fields import FIELD, MAX_REFERENCE_IMAGES, request_schema
+from flux2cli.pipeline.registry import ModelSpec
+from flux2cli.server.openai_payload import BACKGROUNDS, IGNORED_FIELDS, OUTPUT_FORMATS, RESPONSE_FORMATS, size_pattern
 from flux2cli.server.worker import CANCELLED, DONE, ERROR, QUEUED, RUNNING
 
 
@@ -39,29 +41,6 @@ _BODY_ERRORS = {
 _JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 _SCHEMAS: dict[str, Any] = {
-    "GenerateRequest": {
-        "type": "object",
-        "required": ["prompt"],
-        "additionalProperties": False,
-        "properties": {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
-            "orientation": {"type": "string", "enum": list(ORIENTATIONS), "default": "landscape"},
-            "size": {"type": "string", "enum": list(SIZES), "default": "1mp"},
-            "steps": {"type": "integer", "description": "Inference steps; default and range come from "
-                                                        "the loaded model (25 and 10-50 for [dev])"},
-            "seed": {"type": "integer", "minimum": 0, "description": "Random when absent; image i uses seed+i"},
-            "batch": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 1},
-            "input_image": {"type": "string", "description": "Reference image: a data URL or bare base64 "
-                                                             "(PNG, JPEG or WebP)"},
-            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_STRENGTH,
-                         "description": "Only used with a reference image"},
-            "width": {"type": "integer", "description": "Addition: explicit width (multiple of 16), with height"},
-            "height": {"type": "integer", "description": "Addition: explicit height (multiple of 16), with width"},
-            "guidance": {"type": "number", "description": "Addition: guidance scale (ignored by distilled models)"},
-            "input_images": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_REFERENCE_IMAGES,
-                             "description": "Addition: several reference images"},
-        },
-    },
     "ImageResult": {
         "type": "object",
         "required": ["filename", "seed", "timings"],
@@ -204,44 +183,19 @@ _OPENAI_ERRORS = {
     "503": {**_json(_ref("OpenAIError"), "The queue is full or the server is shutting down"),
             "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
 }
-_OPENAI_COMMON = {
-    "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+_OPENAI_OWN = {
     "model": {"type": "string", "description": "The loaded model's name, alias or display name; OpenAI's "
                                                "names (dall-e-*, gpt-image-*) also mean the loaded model"},
-    "n": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 1,
-          "description": "Images in one batch; image i uses seed+i"},
-    "size": {"type": "string", "default": "auto", "examples": ["auto", "1024x1024", "1344x768"],
-             "description": "WIDTHxHEIGHT, multiples of 16 within the model's 4 MP limit, or auto"},
     "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": RESPONSE_FORMATS[0]},
-    "output_format": {"type": "string", "enum": list(OUTPUT_FORMATS), "default": OUTPUT_FORMATS[0]},
+    "output_format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg"], "default": OUTPUT_FORMATS[0]},
     "output_compression": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100,
                            "description": "JPEG / WebP quality"},
-    "background": {"type": "string", "enum": ["auto", "opaque"]},
+    "background": {"type": "string", "enum": list(BACKGROUNDS)},
     "stream": {"const": False},
-    "seed": {"type": "integer", "minimum": 0, "description": "Addition: random when absent"},
-    "steps": {"type": "integer", "description": "Addition: default and range from the loaded model"},
-    "guidance": {"type": "number", "description": "Addition: ignored by distilled models"},
     "partial_images": {"const": 0},
-    **{name: {"description": "Accepted and ignored"} for name in IGNORED_FIELDS},
 }
+_IGNORED = {name: {"description": "Accepted and ignored"} for name in IGNORED_FIELDS}
 _SCHEMAS.update({
-    "OpenAIImageGenerationRequest": {
-        "type": "object", "required": ["prompt"], "additionalProperties": False,
-        "description": "size auto = the model's square 1 MP",
-        "properties": _OPENAI_COMMON,
-    },
-    "OpenAIImageEditRequest": {
-        "type": "object", "required": ["prompt", "image"], "additionalProperties": False,
-        "description": "The images become reference images; size auto = the orientation nearest the first "
-                       "image's shape, at 1 MP",
-        "properties": {
-            **_OPENAI_COMMON,
-            "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP file"},
-            "image[]": {"type": "array", "maxItems": MAX_REFERENCE_IMAGES, "items": {"type": "string", "format": "binary"}},
-            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_STRENGTH,
-                         "description": "Addition: as in POST /generate"},
-        },
-    },
     "OpenAIImagesResponse": {
         "type": "object", "required": ["created", "data"],
         "properties": {
@@ -279,7 +233,8 @@ _PATHS.update({
     "/v1/images/edits": {"post": {
         "summary": "OpenAI Images API: edit, the images as references (waits in the job queue)", "tags": ["OpenAI"],
         "requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": _ref("OpenAIImageEditRequest")}}},
+            "multipart/form-data": {"schema": _ref("OpenAIImageEditRequest"), "encoding": {
+                name: {"contentType": "image/png, image/jpeg, image/webp"} for name in ("image", "image[]")}}}},
         "responses": {"200": _IMAGES, **_OPENAI_ERRORS}}},
     "/v1/models": {"get": {"summary": "OpenAI Models API: the loaded model", "tags": ["OpenAI"],
                            "responses": {"200": _json(_ref("OpenAIModelList"), "One model"),
@@ -292,7 +247,53 @@ _PATHS.update({
 })
 
 
-def openapi_document() -> dict[str, Any]:
+def _openai_requests(spec: ModelSpec) -> dict[str, Any]:
+    """OpenAI's own fields, and ours under their OpenAI names (n = batch), from the declaration."""
+    width, height = spec.dimensions("square", "1mp")
+    size = {"type": "string", "pattern": size_pattern(spec), "default": "auto",
+            "examples": ["auto", f"{width}x{height}", "x".join(map(str, spec.dimensions("landscape", "1mp")))],
+            "description": "auto, or WIDTHxHEIGHT: multiples of 16 that fit within one of the model's 4mp sizes"}
+    ours = {field.openai: field.schema(spec) for field in FIELD.values() if field.openai and field.openai != "size"}
+    common = {**_OPENAI_OWN, "size": size, **ours}
+    strength = common.pop("strength")
+    # A JSON body may send null for "the default"; a form has no null, only fields left out.
+    nullable = {name: {"anyOf": [_typed(schema), {"type": "null"}], **_described(schema)}
+                for name, schema in common.items() if name != "prompt"}
+    return {
+        "OpenAIImageGenerationRequest": {
+            "type": "object", "required": ["prompt"], "additionalProperties": False,
+            "description": "size auto = the model's square 1 MP",
+            "properties": {**common, **nullable, **_IGNORED},
+        },
+        "OpenAIImageEditRequest": {
+            "type": "object", "required": ["prompt", "image"], "additionalProperties": False,
+            "description": "The images become reference images; size auto = the orientation nearest the first "
+                           "image's shape, at 1 MP",
+            "properties": {
+                **{name: {**_typed(schema), **_described(schema)} for name, schema in common.items()},
+                **_IGNORED,
+                "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP file"},
+                "image[]": {"type": "array", "maxItems": MAX_REFERENCE_IMAGES,
+                            "items": {"type": "string", "format": "binary"}},
+                "strength": {**_typed(strength), **_described(strength)},
+            },
+        },
+    }
+
+
+def _typed(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema without its null branch and description."""
+    branches = [branch for branch in schema.get("anyOf", [schema]) if branch.get("type") != "null"]
+    typed = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    return {key: value for key, value in typed.items() if key not in ("description", "default")}
+
+
+def _described(schema: dict[str, Any]) -> dict[str, Any]:
+    return {key: schema[key] for key in ("description", "default") if key in schema}
+
+
+def openapi_document(spec: ModelSpec) -> dict[str, Any]:
+    """This server's document: the request bodies state the loaded model's own ranges."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "flux2cli server", "version": _version,
@@ -302,7 +303,7 @@ def openapi_document() -> dict[str, Any]:
                                 "shape {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
         "paths": _PATHS,
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": {"GenerateRequest": request_schema(spec), **_SCHEMAS, **_openai_requests(spec)},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },

@@ -1,0 +1,269 @@
+"""Every field of a generation request, declared once.
+
+Each ``Field`` says its wire name, type, bounds (fixed, or read from the loaded model),
+default, help text, the OpenAI route's name for it and whether images store it. Small
+adapters read the declaration: ``Field.check`` validates a value (``GenerationRequest.create``
+calls it for every front end), ``Field.schema`` writes its JSON Schema (the server's
+``/openapi.json``), ``replayed()`` lists the keys replay restores from an image, and the CLI
+takes its option help from ``Field.help``.
+
+Why plain declarations read by adapters, and not pydantic models: the CLI builds ``--help``
+from these texts and must start without pydantic (about 0.09 s of imports); the bounds of
+``steps`` and of the dimensions depend on the loaded model, which one static model class
+cannot express; and every refusal must be our one line that names its field. Pure Python,
+no third-party import: importing this module costs nothing on any path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Union
+
+from flux2cli.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from flux2cli.pipeline.registry import ModelSpec
+
+# A bound is a number, or read from the model when its range is the model's own.
+Bound = Union[int, float, Callable[["ModelSpec"], Union[int, float]], None]
+
+MAX_SEED = 2**63  # exclusive: a seed is any integer in [0, 2^63)
+RANDOM_SEEDS = 2**32  # drawn seeds stay exact in JavaScript (decisions.md, "Seeds")
+MAX_BATCH = 4
+MAX_PROMPT_CHARS = 4000
+MAX_REFERENCE_IMAGES = 4
+DEFAULT_STRENGTH = 0.75
+MAX_GUIDANCE = 30.0
+# What a value is quoted with in a message at most: a 1 MB value is described, never echoed.
+QUOTE_CHARS = 40
+# The format of reference-image strings in the schema; "not a decodable image" is a rule that
+# JSON Schema cannot state, so the format names it (tests register a generator for it).
+IMAGE_FORMAT = "image-base64"
+# Tab, newline and carriage return are the only control characters a prompt may hold.
+_CONTROL = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f"
+PROMPT_PATTERN = f"^[^{_CONTROL}]*[^\\s{_CONTROL}][^{_CONTROL}]*$"
+
+
+def quote(value: Any) -> str:
+    """``repr`` of a value, cut short: messages never carry an unbounded client value."""
+    if isinstance(value, (list, dict, tuple, set)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**24:
+        return f"a {value.bit_length()}-bit number"  # repr of a 10^5000 would cost, or raise
+    text = repr(value) if not isinstance(value, str) or len(value) <= QUOTE_CHARS else repr(value[:QUOTE_CHARS])
+    return text if len(text) <= QUOTE_CHARS + 10 else text[:QUOTE_CHARS] + "…"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # on the wire, in metadata and (with dashes) on the command line
+    kind: str  # text | integer | number | choice | image | images
+    help: str  # one line: the schema's description and the CLI option's help
+    minimum: Bound = None
+    maximum: Bound = None
+    exclusive_minimum: bool = False
+    multiple_of: int | None = None
+    choices: tuple[str, ...] = ()
+    default: Any = None  # a fixed default; None when the model or chance decides
+    default_text: str = ""  # how a default that is not fixed is described
+    range_text: str = ""  # how bounds that are the model's, or huge, are described
+    stored: bool = True  # kept in each image's metadata and restored by replay
+    reference: bool = False  # a field of the reference API; the rest are additions
+    openai: str | None = None  # its name on the OpenAI Images routes, where it has one
+    model_bound: bool = False  # its range is the loaded model's, named in messages
+    max_items: int | None = None
+
+    def bounds(self, spec: ModelSpec | None) -> tuple[Any, Any]:
+        def read(bound: Bound) -> Any:
+            if callable(bound):
+                return bound(spec) if spec is not None else None
+            return bound
+        return read(self.minimum), read(self.maximum)
+
+    def refuse(self, message: str) -> InvalidRequest:
+        return InvalidRequest(message, field=self.name)
+
+    def check(self, value: Any, spec: ModelSpec | None = None, label: str | None = None) -> Any:
+        """The value, validated and converted; None stays None (the default applies).
+
+        ``label`` is the name messages use where a route calls the field otherwise (OpenAI's ``n``).
+        """
+        if value is None:
+            return None
+        name = label or self.name
+        if self.kind == "integer":
+            return self._integer(value, spec, name)
+        if self.kind == "number":
+            return self._number(value, spec, name)
+        if self.kind == "choice":
+            if not isinstance(value, str) or value not in self.choices:
+                raise self.refuse(f"{name} must be one of {', '.join(self.choices)} (got {quote(value)})")
+            return value
+        return value  # text and images have their own checks (request._prompt, images.py)
+
+    def _context(self, spec: ModelSpec | None) -> str:
+        return f" for {spec.display_name}" if self.model_bound and spec is not None else ""
+
+    def _integer(self, value: Any, spec: ModelSpec | None, name: str) -> int:
+        lo, hi = self.bounds(spec)
+        # bool is an int in Python, but "steps": true is a client bug, not 1 step.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.refuse(f"{name} must be a whole number between {lo} and {hi}{self._context(spec)} "
+                              f"(got {quote(value)})")
+        if not lo <= value <= hi:
+            raise self.refuse(f"{name} must be between {lo} and {hi}{self._context(spec)} (got {quote(value)})")
+        if self.multiple_of and value % self.multiple_of:
+            raise self.refuse(f"{name} must be a multiple of {self.multiple_of} (got {value})")
+        return value
+
+    def _number(self, value: Any, spec: ModelSpec | None, name: str) -> float:
+        lo, hi = self.bounds(spec)
+        allowed = f"between {lo:g} and {hi:g}" + (f", above {lo:g}" if self.exclusive_minimum else "")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise self.refuse(f"{name} must be a number {allowed} (got {quote(value)})")
+        if value > hi or value < lo or (self.exclusive_minimum and value == lo):
+            shown = quote(value) if isinstance(value, int) else f"{value:g}"
+            raise self.refuse(f"{name} must be {allowed} (got {shown})")
+        return float(value)
+
+    def option_help(self, extra: str = "") -> str:
+        """The CLI option's help: the same sentence as the schema's, plus what is allowed."""
+        lo, hi = self.bounds(None)
+        allowed = ""
+        if self.range_text:
+            allowed = f" {self.range_text[0].upper()}{self.range_text[1:]}{extra}."
+        elif self.choices:
+            allowed = f" One of {', '.join(self.choices)}{extra}."
+        elif lo is not None and hi is not None:
+            allowed = f" {lo:g} to {hi:g}{extra}." if self.kind == "number" else f" {lo} to {hi}{extra}."
+        elif extra:
+            allowed = f" {extra.strip()}."
+        fixed = f" Default {self.default}." if self.default is not None and self.kind != "number" else ""
+        told = f" Default: {self.default_text}." if self.default_text else fixed
+        return self.help + allowed + told
+
+    def schema(self, spec: ModelSpec | None) -> dict[str, Any]:
+        """This field's JSON Schema (OpenAPI 3.1); optional fields also take null = the default."""
+        lo, hi = self.bounds(spec)
+        schema: dict[str, Any] = {}
+        if self.kind == "text":
+            schema = {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS, "pattern": PROMPT_PATTERN}
+        elif self.kind in ("integer", "number"):
+            schema = {"type": self.kind}
+            if lo is not None:
+                schema["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = lo
+            if hi is not None:
+                schema["maximum"] = hi
+            if self.multiple_of:
+                schema["multipleOf"] = self.multiple_of
+        elif self.kind == "choice":
+            schema = {"type": "string", "enum": list(self.choices)}
+        elif self.kind == "image":
+            schema = {"type": "string", "format": IMAGE_FORMAT}
+        elif self.kind == "images":
+            schema = {"type": "array", "items": {"type": "string", "format": IMAGE_FORMAT}}
+            if self.max_items:
+                schema["maxItems"] = self.max_items
+        description = self.help
+        if self.default_text:
+            description += f" Default: {self.default_text}."
+        schema["description"] = description if self.reference else f"Addition. {description}"
+        if self.default is not None:
+            schema["default"] = self.default
+        if self.name == "prompt":
+            return schema
+        description = schema.pop("description")
+        default = {"default": schema.pop("default")} if "default" in schema else {}
+        empty = [{"const": ""}] if self.kind == "image" else []
+        return {"anyOf": [schema, *empty, {"type": "null"}], "description": description, **default}
+
+
+def _steps_lo(spec: ModelSpec) -> int:
+    return spec.step_range[0]
+
+
+def _steps_hi(spec: ModelSpec) -> int:
+    return spec.step_range[1]
+
+
+def _widest(spec: ModelSpec) -> int:
+    return max(width for width, _ in spec.largest_sizes())
+
+
+def _tallest(spec: ModelSpec) -> int:
+    return max(height for _, height in spec.largest_sizes())
+
+
+_FITS = "a multiple of 16; width x height must fit within one of the model's 4mp sizes"
+# The order is the reference's table, then the additions. Everything derived from the
+# declaration reads this dict when it runs, so a field added here (or by a test) is
+# everywhere at once.
+FIELD: dict[str, Field] = {field.name: field for field in (
+    Field("prompt", "text", "What to draw.", reference=True, openai="prompt"),
+    Field("orientation", "choice", "Image shape; with size it picks the width and height from the model's table.",
+          choices=("square", "portrait", "landscape", "16:9"), default="landscape", reference=True),
+    Field("size", "choice", "Resolution step: each side 1x, 2x or 4x the orientation's 1 MP size.",
+          choices=("1mp", "2mp", "4mp"), default="1mp", reference=True),
+    Field("steps", "integer", "Inference steps.", minimum=_steps_lo, maximum=_steps_hi, model_bound=True,
+          range_text="the model's range (10-50 for [dev], 1-50 for [klein])",
+          default_text="the model's (25 for [dev], 4 for [klein])", reference=True, openai="steps"),
+    Field("seed", "integer", "Seed; image i of a batch uses seed+i (wrapping below 2^63).", minimum=0,
+          maximum=MAX_SEED - 1, range_text="0 to 2^63-1", default_text="random, below 2^32", reference=True,
+          openai="seed"),
+    Field("batch", "integer", "Images to make from the prompt.", minimum=1, maximum=MAX_BATCH, default=1,
+          reference=True, openai="n"),
+    Field("input_image", "image", "Reference image: a data URL or bare base64 PNG, JPEG or WebP "
+          "(an empty string means none).", stored=False, reference=True),
+    Field("strength", "number", "Share of the steps re-run from the first reference image (1.0 = from noise); "
+          "used only with a reference image.", minimum=0.0, maximum=1.0, exclusive_minimum=True,
+          range_text="above 0 and at most 1", default=DEFAULT_STRENGTH,
+          default_text=f"{DEFAULT_STRENGTH} with a reference image", reference=True, openai="strength"),
+    Field("width", "integer", "Explicit width in pixels, with height, instead of orientation and size.",
+          minimum=16, maximum=_widest, multiple_of=16, model_bound=True, openai="size", range_text=_FITS),
+    Field("height", "integer", "Explicit height in pixels, with width, instead of orientation and size.",
+          minimum=16, maximum=_tallest, multiple_of=16, model_bound=True, openai="size", range_text=_FITS),
+    Field("guidance", "number", "Guidance scale; guidance-distilled models ignore it.", minimum=0.0,
+          maximum=MAX_GUIDANCE, default_text="the model's (4.0 for [dev])", openai="guidance"),
+    Field("input_images", "images", "Several reference images, after input_image.", stored=False,
+          max_items=MAX_REFERENCE_IMAGES),
+)}
+
+
+def wire_names() -> tuple[str, ...]:
+    """Every field a request body may hold, in the declaration's order."""
+    return tuple(FIELD)
+
+
+def replayed() -> tuple[str, ...]:
+    """The values ``GenerationRequest.create`` takes by name, which images store and replay
+    restores (the prompt travels on its own; images are passed decoded, not stored)."""
+    return tuple(field.name for field in FIELD.values() if field.stored and field.name != "prompt")
+
+
+def request_schema(spec: ModelSpec) -> dict[str, Any]:
+    """The body of POST /generate and /jobs for the loaded model: every field, and the rules
+    between fields that ``GenerationRequest.create`` and ``server/payload.py`` enforce."""
+    explicit = {"required": ["width", "height"],
+                "properties": {"width": {"type": "integer"}, "height": {"type": "integer"},
+                               "orientation": {"type": "null"}, "size": {"type": "null"}},
+                "anyOf": [{"properties": {"width": {"maximum": width}, "height": {"maximum": height}}}
+                          for width, height in dict.fromkeys(spec.largest_sizes())]}
+    named = {"properties": {"width": {"type": "null"}, "height": {"type": "null"}}}
+    one_image = {"properties": {"input_image": {"enum": ["", None]}}}
+    room_for_it = {"properties": {"input_images": {"anyOf": [{"type": "null"},
+                                                             {"maxItems": MAX_REFERENCE_IMAGES - 1}]}}}
+    return {
+        "type": "object",
+        "required": ["prompt"],
+        "additionalProperties": False,
+        "properties": {field.name: field.schema(spec) for field in FIELD.values()},
+        "allOf": [
+            {"description": "width and height go together, instead of orientation and size, and fit within "
+                            "one of the model's 4mp sizes", "anyOf": [named, explicit]},
+            {"description": f"at most {MAX_REFERENCE_IMAGES} reference images in all",
+             "anyOf": [one_image, room_for_it]},
+        ],
+    }
