@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.registry import BASE_SIZES
 from flux2cli.repl.actions import Action, Quit, Reply
 
-if TYPE_CHECKING:
-    from flux2cli.repl.session import ReplSession
-
-# handler(session, argument text, the whole line as typed)
-Handler = Callable[["ReplSession", str, str], Action]
+# handler(session, argument text, the whole line as typed). The session (repl/session.py)
+# looks commands up in this table, so the table names its type loosely rather than import it.
+Handler = Callable[[Any, str, str], Action]
 
 RANDOM_WORDS = ("random", "off", "none")
 CLEAR_WORDS = ("off", "none")
