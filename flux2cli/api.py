@@ -7,7 +7,7 @@ generate_image``); ``model=`` additionally names any registry entry.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from flux2cli.pipeline.images import check_pil_image
 from flux2cli.pipeline.loading import LoadOptions
@@ -41,11 +41,28 @@ def load_model(
 
     global _engine
     spec = resolve_model(model, full_model=full_model, gguf=gguf_quant)
-    options = LoadOptions(device=device, local_encoder=local_encoder, remote_encoder=remote_encoder,
-                          compile=compile, offload=offload, vae_tiling=vae_tiling).validate()
+    options = load_options(device=device, local_encoder=local_encoder, remote_encoder=remote_encoder,
+                           compile=compile, offload=offload, vae_tiling=vae_tiling)
     with _engine_lock:
         _engine = Engine.load(spec, options)
         return _engine
+
+
+def load_options(*, device: str | None = None, local_encoder: bool = False, remote_encoder: str | None = None,
+                 compile: bool = False, offload: str = "auto", vae_tiling: str = "auto",
+                 notify: Callable[[str], None] | None = None) -> LoadOptions:
+    """``LoadOptions`` from the caller's choices plus the settings that loading needs, checked.
+
+    The one place where the front ends (commands, REPL, server, this API) turn settings
+    into loading options: the pipeline layer reads none itself.
+    """
+    from flux2cli import settings
+
+    return LoadOptions(device=device, local_encoder=local_encoder, remote_encoder=remote_encoder,
+                       compile=compile, offload=offload, vae_tiling=vae_tiling, notify=notify,
+                       encoder_url=settings.resolve("encoder_url"),
+                       encoder_token=settings.resolve("encoder_token"),
+                       hub_cache=settings.hf_hub_cache()).validate()
 
 
 def generate_image(

@@ -41,7 +41,8 @@ def engines(si):
     old = {k: os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HUB_OFFLINE")}
     os.environ.update(HF_HUB_CACHE=str(si.cache), HF_HUB_OFFLINE="1")
     try:
-        return Engine.load("dev-bnb4", LoadOptions()), Engine.load("dev", LoadOptions(local_encoder=True))
+        return (Engine.load("dev-bnb4", LoadOptions(hub_cache=si.cache)),
+                Engine.load("dev", LoadOptions(local_encoder=True, hub_cache=si.cache)))
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -75,9 +76,10 @@ def test_dev_bnb4_loads_nf4_weights_and_generates_close_to_full_precision(engine
 
 def test_layers_the_cpu_fast_path_cannot_pack_are_kept_off_it(si, monkeypatch):
     from flux2cli.pipeline.engine import Engine
+    from flux2cli.pipeline.loading import LoadOptions
 
     si.use_cache(monkeypatch)
-    nf4 = Engine.load("dev-bnb4")  # its own copy: the fast path repacks the weights it touches
+    nf4 = Engine.load("dev-bnb4", LoadOptions(hub_cache=si.cache))  # its own copy: the fast path repacks what it touches
     layers = [m for m in nf4.pipe.transformer.modules() if isinstance(m, bnb.nn.Linear4bit)]
     unpackable = [m for m in layers if m.in_features % m.weight.blocksize or m.out_features % 32]
     assert unpackable, "the stand-in should have layers the fast path cannot pack"

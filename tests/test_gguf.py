@@ -41,7 +41,7 @@ def dev_reference(si, tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HUB_OFFLINE")}
     os.environ.update(HF_HUB_CACHE=str(si.cache), HF_HUB_OFFLINE="1")
     try:
-        engine = Engine.load("dev", LoadOptions(local_encoder=True))
+        engine = Engine.load("dev", LoadOptions(local_encoder=True, hub_cache=si.cache))
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -126,7 +126,7 @@ def test_gguf_path_generates_close_to_full_precision(si, dev_reference, monkeypa
     si.use_cache(monkeypatch)
     _, embeds, reference = dev_reference
     spec = resolve_model(None, gguf=str(si.gguf(qtype, layout)))
-    engine = Engine.load(spec, LoadOptions(local_encoder=True))
+    engine = Engine.load(spec, LoadOptions(local_encoder=True, hub_cache=si.cache))
     assert type(engine.pipe.transformer).__name__ == "Flux2Transformer2DModel"
     assert engine.describe()["model"] == f"FLUX.2-dev GGUF {qtype.split('_')[0]}"
     engine.encoder = CachedEncoder(FixedEncoder(embeds))  # the same embeddings as the reference

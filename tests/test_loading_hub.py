@@ -1,8 +1,9 @@
 """Registry entries resolved through a Hugging Face cache, and hub failures as one line.
 
-The stand-ins sit in ``$HF_HUB_CACHE`` exactly as huggingface_hub lays out a download
+The stand-ins sit in a hub cache exactly as huggingface_hub lays out a download
 (``models--org--name/{blobs,snapshots/<commit>,refs/main}``), with ``HF_HUB_OFFLINE=1``: the
-registry names resolve through the real hub code path, as for a user.
+registry names resolve through the real hub code path, as for a user. The loader gets the
+cache folder in ``LoadOptions.hub_cache`` (the front ends pass ``$HF_HUB_CACHE``).
 """
 
 import errno
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from flux2cli.commands.info import cache_status, model_row
+from flux2cli.api import load_options
 from flux2cli.errors import ModelLoadError
 from flux2cli.pipeline.loading import LoadOptions, hub_error_message
 from flux2cli.pipeline.registry import get_model
@@ -29,11 +31,16 @@ PROMPT = "a red circle on a blue background"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _hub_error(cls_name: str, message: str = "boom", status: int = 403):
+def _hub_errors():
+    # Imported when a test runs, not at collection: the first import fixes the hub's offline mode.
     import huggingface_hub.errors as errors
 
+    return errors
+
+
+def _hub_error(cls_name: str, message: str = "boom", status: int = 403):
     response = SimpleNamespace(headers={}, request=None, status_code=status)
-    return getattr(errors, cls_name)(message, response=response)
+    return getattr(_hub_errors(), cls_name)(message, response=response)
 
 
 # --------------------------------------------------------------------------- resolution
@@ -48,12 +55,14 @@ def test_hub_snapshots_are_found_offline_and_only_what_is_needed_is_asked(si, mo
     asked = []
     real = huggingface_hub.snapshot_download
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda repo, **kw: asked.append((repo, kw["allow_patterns"])) or real(repo, **kw))
-    folder = _model_folder(get_model("dev-gguf-q8"), include_transformer=False, include_encoder=False)
+                        lambda repo, **kw: asked.append((repo, kw)) or real(repo, **kw))
+    folder = _model_folder(get_model("dev-gguf-q8"), include_transformer=False, include_encoder=False,
+                           hub_cache=si.cache)
     assert folder.parent.parent.name == "models--black-forest-labs--FLUX.2-dev"
     assert folder.name == standins.commit_hash(standins.DEV_REPO)
-    repo, patterns = asked[0]
-    assert repo == "black-forest-labs/FLUX.2-dev"
+    repo, kwargs = asked[0]
+    patterns = kwargs["allow_patterns"]
+    assert repo == "black-forest-labs/FLUX.2-dev" and kwargs["cache_dir"] == si.cache
     assert "transformer/config.json" in patterns and "transformer/*" not in patterns
     assert not any(p.startswith(("text_encoder", "tokenizer")) for p in patterns)
 
@@ -62,7 +71,7 @@ def test_klein_4b_loads_from_the_cache_with_its_own_encoder(si, monkeypatch):
     from flux2cli.pipeline.engine import Engine
 
     si.use_cache(monkeypatch)
-    engine = Engine.load("klein-4b", LoadOptions())
+    engine = Engine.load("klein-4b", load_options())  # the front end passes $HF_HUB_CACHE
     assert type(engine.pipe).__name__ == "Flux2KleinPipeline"
     assert engine.describe()["description"] == "FLUX.2-klein-4B with local encoder"
     request = GenerationRequest.create(PROMPT, model="klein-4b", seed=3, width=64, height=64, guidance=3.0)
@@ -87,9 +96,8 @@ def test_info_reports_what_is_cached(si, monkeypatch):
 def test_nothing_cached_offline_names_the_repo_and_the_variable(monkeypatch, tmp_path):
     from flux2cli.pipeline.engine import Engine
 
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(ModelLoadError) as info:
-        Engine.load("klein-9b")
+        Engine.load("klein-9b", LoadOptions(hub_cache=tmp_path / "empty"))
     assert str(info.value) == ("black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and "
                                "HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it")
 
@@ -99,7 +107,7 @@ def test_a_gguf_file_missing_from_the_cache_is_named(si, monkeypatch):
 
     si.use_cache(monkeypatch)
     with pytest.raises(ModelLoadError, match="^flux2-dev-BF16.gguf from city96/FLUX.2-dev-gguf is not in the local"):
-        Engine.load("dev-gguf-bf16")
+        Engine.load("dev-gguf-bf16", LoadOptions(hub_cache=si.cache))
 
 
 def test_a_cache_without_the_text_encoder_says_so(si, monkeypatch, tmp_path):
@@ -108,9 +116,8 @@ def test_a_cache_without_the_text_encoder_says_so(si, monkeypatch, tmp_path):
     files = {p.relative_to(si.dev).as_posix(): p for p in si.dev.rglob("*")
              if p.is_file() and p.relative_to(si.dev).parts[0] not in ("text_encoder", "tokenizer")}
     standins.install_in_hf_cache(tmp_path / "hub", standins.DEV_REPO, files)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelLoadError) as info:
-        Engine.load("dev", LoadOptions(local_encoder=True))
+        Engine.load("dev", LoadOptions(local_encoder=True, hub_cache=tmp_path / "hub"))
     assert str(info.value) == ("the cached copy of black-forest-labs/FLUX.2-dev lacks text_encoder, tokenizer "
                                "(earlier runs used a remote encoder); unset HF_HUB_OFFLINE to download it")
 
@@ -130,12 +137,10 @@ def test_dev_pixtral_tokenizer_loads_without_torchvision(si, monkeypatch, tmp_pa
     files = {p.relative_to(si.dev).as_posix(): p for p in si.dev.rglob("*") if p.is_file()}
     files["model_index.json"] = tmp_path / "model_index.json"
     standins.install_in_hf_cache(tmp_path / "hub", standins.DEV_REPO, files)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    engine = Engine.load("dev", LoadOptions(local_encoder=True))
+    engine = Engine.load("dev", LoadOptions(local_encoder=True, hub_cache=tmp_path / "hub"))
     embeds, _ = engine.encoder.encode(engine.embedding_key(PROMPT))
     assert embeds.shape == (1, 512, standins.JOINT_ATTENTION_DIM)
-    monkeypatch.setenv("HF_HUB_CACHE", str(si.cache))
-    reference = Engine.load("dev", LoadOptions(local_encoder=True))
+    reference = Engine.load("dev", LoadOptions(local_encoder=True, hub_cache=si.cache))
     assert torch.equal(embeds, reference.encoder.encode(reference.embedding_key(PROMPT))[0])
 
 
@@ -171,6 +176,77 @@ def test_hub_errors_through_the_loader(monkeypatch, error, token, expected):
     with pytest.raises(ModelLoadError) as info:
         Engine.load("klein-9b")
     assert str(info.value) == expected
+
+
+def _unreachable_error():
+    wrapped = RuntimeError("download failed")  # an HTTP client's error around the socket's
+    wrapped.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return wrapped
+
+
+@pytest.mark.parametrize("make,offline,expected", [
+    (lambda: _hub_error("RevisionNotFoundError", "Invalid rev id: main", 404), True,
+     "black-forest-labs/FLUX.2-klein-9B has no such revision on the Hugging Face hub"),
+    (lambda: _hub_errors().LocalEntryNotFoundError("Cannot find the requested files in the disk cache"), True,
+     "black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+     "unset HF_HUB_OFFLINE to download it"),
+    (lambda: _hub_errors().LocalEntryNotFoundError("Cannot find the requested files in the disk cache"), False,
+     "black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and the hub cannot be reached; "
+     "check the network, or download it once while online"),
+    (lambda: _hub_errors().OfflineModeIsEnabled("offline"), True,
+     "black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+     "unset HF_HUB_OFFLINE to download it"),
+    (_unreachable_error, False,
+     "the Hugging Face hub cannot be reached to download black-forest-labs/FLUX.2-klein-9B; check the network"),
+])
+def test_hub_errors_are_told_apart_by_their_type(monkeypatch, make, offline, expected):
+    import huggingface_hub
+
+    from flux2cli.pipeline.engine import Engine
+
+    if not offline:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def refuse(repo, **kwargs):
+        raise make()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(ModelLoadError) as info:
+        Engine.load("klein-9b")
+    assert str(info.value) == expected
+
+
+def test_hub_errors_are_matched_by_class_not_by_name(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    response = SimpleNamespace(headers={}, request=None, status_code=403)
+
+    class LicenceNotAccepted(_hub_errors().GatedRepoError):  # a subclass, by another name
+        pass
+
+    class GatedRepoError(Exception):  # the name, but not huggingface_hub's type
+        pass
+
+    assert hub_error_message("org/repo", LicenceNotAccepted("no", response=response)).startswith(
+        "org/repo is gated and your token has no access yet")
+    assert hub_error_message("org/repo", GatedRepoError("Access to model org/repo is restricted and gated")) == (
+        "could not load org/repo: GatedRepoError; run with FLUX2_DEBUG=1 for details")
+
+
+def test_a_gguf_file_missing_from_its_repo_is_named(si, monkeypatch):
+    import huggingface_hub
+
+    from flux2cli.pipeline.engine import Engine
+
+    si.use_cache(monkeypatch)
+
+    def missing(repo, filename, **kwargs):
+        raise _hub_error("RemoteEntryNotFoundError", "404 Client Error: Entry Not Found", 404)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
+    with pytest.raises(ModelLoadError) as info:
+        Engine.load("dev-gguf-q8", LoadOptions(hub_cache=si.cache))
+    assert str(info.value) == ("flux2-dev-Q8_0.gguf is not in city96/FLUX.2-dev-gguf (renamed or removed?); "
+                               "pass a downloaded file with --gguf PATH.gguf, or another quant")
 
 
 def test_disk_full_and_unknown_gguf_file_messages():

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,24 +15,17 @@ from aiohttp import web
 from PIL import Image
 from safetensors.torch import save as save_safetensors
 
-from flux2cli.errors import EncoderError, InvalidRequest
-from flux2cli.encoder.server import make_encoder_app
 from flux2cli.encoder.cache import EmbeddingKey
+from flux2cli.encoder.remote import RemoteTextEncoder, check_embeddings, decode_embeddings, token_for
+from flux2cli.encoder.server import make_encoder_app
+from flux2cli.errors import EncoderError, InvalidRequest
 from flux2cli.pipeline.loading import LoadOptions
-from flux2cli.encoder.remote import (
-    RemoteTextEncoder,
-    RetryPolicy,
-    check_embeddings,
-    decode_embeddings,
-    token_for,
-)
 from flux2cli.pipeline.request import GenerationRequest
 
 from standins import ThreadedServer, mean_abs_diff, pixels, run_flux2
 
 L, D = 8, 12  # sequence length and width of the fake endpoint's embeddings
 KEY = EmbeddingKey("dev", "a cat", L, (10, 20, 30))
-FAST_RETRY = RetryPolicy(attempts=3, backoff=0.01, max_wait=0.05)
 PROMPT = "a red circle on a blue background"
 SEED, STEPS, SIZE = 7, 10, 64
 
@@ -53,14 +47,19 @@ class Evil:
 STATE = web.AppKey("state", dict)
 
 
+HOLD = 3.0  # seconds an endpoint stalls: past the short client deadlines below, short enough to shut down
+
+
 def _fake_endpoint(marker: Path) -> web.Application:
-    state = {"flaky": 0, "auth": []}
+    state = {"flaky": 0, "auth": [], "stolen": [], "calls": {}}
 
     async def reply(request: web.Request) -> web.StreamResponse:
         kind = request.match_info["kind"]
         body = await request.json()
         assert isinstance(body.get("prompt"), str)
         state["auth"].append(request.headers.get("Authorization"))
+        state["calls"][kind] = state["calls"].get(kind, 0) + 1
+        calls = state["calls"][kind]
         if kind == "safetensors":
             return web.Response(body=save_safetensors({"prompt_embeds": _embeds()}))
         if kind == "torch":  # what the public [dev] endpoint sends: torch.save of a bf16 tensor
@@ -105,10 +104,58 @@ def _fake_endpoint(marker: Path) -> web.Application:
             return web.Response(body=save_safetensors({"prompt_embeds": _embeds()}))
         if kind == "unauthorized":
             return web.Response(status=401, text="Invalid credentials")
+        if kind == "redirect":
+            raise web.HTTPTemporaryRedirect(location=str(request.url.with_path("/steal")))
+        if kind == "endless":  # chunked zeros until the client hangs up
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            try:
+                for _ in range(100_000):
+                    await response.write(b"\0" * 65536)
+            except (ConnectionError, RuntimeError):
+                pass
+            return response
+        if kind == "declares-too-much":  # a huge Content-Length, a first chunk, then nothing for a while
+            response = web.StreamResponse(headers={"Content-Length": str(2 * 1024**3)})
+            await response.prepare(request)
+            await response.write(b"\0" * 1024)
+            await asyncio.sleep(HOLD)
+            return response
+        if kind == "drip-body":  # an honest small Content-Length, one byte at a time
+            response = web.StreamResponse(headers={"Content-Length": "4096"})
+            await response.prepare(request)
+            try:
+                for _ in range(4096):
+                    await response.write(b"\0")
+                    await asyncio.sleep(0.02)
+            except (ConnectionError, RuntimeError):
+                pass
+            return response
+        if kind == "drip-headers":  # each byte of the status line and headers well inside any per-read timeout
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Padding: " + b"x" * 200:
+                    request.transport.write(bytes([byte]))
+                    await asyncio.sleep(0.02)
+            except (ConnectionError, RuntimeError, AttributeError):
+                pass
+            request.transport.close() if request.transport else None
+            return web.Response()
+        if kind.startswith("busy-"):  # busy-STATUS-RETRYAFTER-FAILURES: answers STATUS for the first FAILURES calls
+            _, status, retry_after, failures = kind.split("-")
+            if calls <= int(failures):
+                headers = {"Retry-After": retry_after} if retry_after != "none" else {}
+                return web.Response(status=int(status), text="warming up", headers=headers)
+            return web.Response(body=save_safetensors({"prompt_embeds": _embeds()}))
         raise web.HTTPNotFound()
+
+    async def steal(request: web.Request) -> web.Response:
+        state["stolen"].append(request.headers.get("Authorization"))
+        return web.Response(body=save_safetensors({"prompt_embeds": _embeds()}))
 
     app = web.Application()
     app[STATE] = state
+    app.router.add_route("*", "/steal", steal)
     app.router.add_post("/{kind}", reply)
     return app
 
@@ -122,7 +169,6 @@ def endpoint(tmp_path_factory):
 
 
 def _client(server, kind, **kwargs):
-    kwargs.setdefault("retry", FAST_RETRY)
     kwargs.setdefault("timeout", 5.0)
     return RemoteTextEncoder(server.url(f"/{kind}"), embed_dim=D, **kwargs)
 
@@ -155,10 +201,19 @@ def test_bad_answers_are_refused_with_one_line(endpoint, kind, message):
     assert "\n" not in str(info.value) and "127.0.0.1" in str(info.value)
 
 
-def test_503_is_retried_with_back_off(endpoint):
+def test_503_with_retry_after_is_retried_once(endpoint):
     endpoint.app[STATE]["flaky"] = 0
     assert torch.equal(_client(endpoint, "flaky").encode(KEY), _embeds())
     assert endpoint.app[STATE]["flaky"] == 2
+
+
+def test_encoding_from_inside_an_event_loop(endpoint):
+    """A notebook runs an event loop in its main thread; the client must still answer there."""
+
+    async def in_a_notebook_cell():
+        return _client(endpoint, "safetensors").encode(KEY)
+
+    assert torch.equal(asyncio.run(in_a_notebook_cell()), _embeds())
 
 
 def test_slow_endpoints_time_out(endpoint):
@@ -166,13 +221,68 @@ def test_slow_endpoints_time_out(endpoint):
         _client(endpoint, "slow", timeout=0.5).encode(KEY)
 
 
+def _timed_failure(client) -> tuple[str, float]:
+    started = time.monotonic()
+    with pytest.raises(EncoderError) as info:
+        client.encode(KEY)
+    return str(info.value), time.monotonic() - started
+
+
+@pytest.mark.parametrize("kind", ["drip-body", "drip-headers"])
+def test_one_deadline_for_the_whole_call_however_slowly_it_drips(endpoint, kind):
+    # Every byte comes well inside a per-read timeout; only a deadline on the whole call stops it.
+    message, seconds = _timed_failure(_client(endpoint, kind, timeout=0.6))
+    assert "did not answer within 0.6 s" in message and "\n" not in message
+    assert seconds < 1.5, f"{kind} held the call for {seconds:.1f} s"
+
+
+def test_redirects_are_refused_and_the_token_stays_home(endpoint):
+    message, _ = _timed_failure(_client(endpoint, "redirect", token="tok-123"))
+    assert "answered a redirect (307); give --remote-encoder the final URL" in message
+    assert endpoint.app[STATE]["stolen"] == [], "the redirect was followed"
+    assert endpoint.app[STATE]["auth"][-1] == "Bearer tok-123"  # sent, to the endpoint only
+
+
+def test_the_byte_cap_is_checked_while_streaming(endpoint):
+    # Without a count as the bytes arrive, an endless body runs into the deadline instead.
+    message, seconds = _timed_failure(_client(endpoint, "endless", max_bytes=256 * 1024, timeout=10.0))
+    assert "sent more than the 262144-byte limit for embeddings" in message
+    assert seconds < 3, f"read for {seconds:.1f} s past the cap"
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading(endpoint):
+    message, seconds = _timed_failure(_client(endpoint, "declares-too-much", max_bytes=1024 * 1024, timeout=10.0))
+    assert f"announced {2 * 1024**3} bytes, more than the 1048576-byte limit" in message
+    assert seconds < HOLD / 2, "the client waited for a body it had already refused"
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_retry_after_is_honoured_once_within_the_deadline(endpoint, status):
+    calls = endpoint.app[STATE]["calls"]
+    kind = f"busy-{status}-1-1"  # busy once, asking for one second
+    started = time.monotonic()
+    assert torch.equal(_client(endpoint, kind, timeout=5.0).encode(KEY), _embeds())
+    assert calls[kind] == 2 and time.monotonic() - started >= 1.0
+    kind = f"busy-{status}-0-5"  # busy five times: one retry, then the reason
+    message, _ = _timed_failure(_client(endpoint, kind))
+    assert calls[kind] == 2 and f"({status}: warming up)" in message and "try later" in message
+
+
+def test_a_retry_after_past_the_deadline_is_not_waited_for(endpoint):
+    calls = endpoint.app[STATE]["calls"]
+    message, seconds = _timed_failure(_client(endpoint, "busy-503-120-1", timeout=5.0))
+    assert message.endswith("is unavailable (503: warming up) and asks to be retried in 120 s; "
+                            "try later or use --local-encoder"), message
+    assert calls["busy-503-120-1"] == 1 and seconds < 1
+    message, _ = _timed_failure(_client(endpoint, "busy-503-none-1"))  # no Retry-After: no retry either
+    assert calls["busy-503-none-1"] == 1 and "unavailable (503: warming up); try later" in message
+
+
 def test_hub_tokens_go_only_to_hugging_face_hosts(endpoint, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    monkeypatch.delenv("FLUX2_ENCODER_TOKEN", raising=False)
-    assert token_for("https://remote-text-encoder-flux-2.huggingface.co/predict") == "hf_secret"
-    assert token_for(endpoint.url("/safetensors")) is None
-    monkeypatch.setenv("FLUX2_ENCODER_TOKEN", "own-key")
-    assert token_for(endpoint.url("/safetensors")) == "own-key"
+    assert token_for("https://remote-text-encoder-flux-2.huggingface.co/predict", "own-key") == "hf_secret"
+    assert token_for(endpoint.url("/safetensors"), None) is None
+    assert token_for(endpoint.url("/safetensors"), "own-key") == "own-key"
 
 
 def test_payload_decoding_directly():
@@ -188,21 +298,16 @@ def test_payload_decoding_directly():
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _with_cache(si):
-    os.environ.update(HF_HUB_CACHE=str(si.cache), HF_HUB_OFFLINE="1")
-
-
 @pytest.fixture(scope="module")
 def dev_local(si):
     from flux2cli.pipeline.engine import Engine
 
-    old = {k: os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HUB_OFFLINE")}
-    _with_cache(si)
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # module scope: conftest's per-test environment is not set yet
     try:
-        engine = Engine.load("dev", LoadOptions(local_encoder=True))
+        engine = Engine.load("dev", LoadOptions(local_encoder=True, hub_cache=si.cache))
     finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        os.environ.pop("HF_HUB_OFFLINE", None) if old is None else os.environ.__setitem__("HF_HUB_OFFLINE", old)
     return engine
 
 
@@ -216,13 +321,12 @@ def _request():
     return GenerationRequest.create(PROMPT, model="dev", steps=STEPS, seed=SEED, width=SIZE, height=SIZE)
 
 
-def test_loopback_round_trip_gives_the_same_image_as_local_encoding(si, dev_local, encoder_server, monkeypatch):
+def test_loopback_round_trip_gives_the_same_image_as_local_encoding(si, dev_local, encoder_server):
     from flux2cli.pipeline.engine import Engine
 
-    si.use_cache(monkeypatch)
-    monkeypatch.setenv("FLUX2_ENCODER_TOKEN", "s3cret")
     notes = []
-    remote = Engine.load("dev", LoadOptions(remote_encoder=encoder_server.url(), notify=notes.append))
+    remote = Engine.load("dev", LoadOptions(remote_encoder=encoder_server.url(), encoder_token="s3cret",
+                                            hub_cache=si.cache, notify=notes.append))
     assert notes == []
     # Loaded without its text encoder, to save the memory.
     assert remote.pipe.text_encoder is None and remote.pipe.tokenizer is None
@@ -232,28 +336,32 @@ def test_loopback_round_trip_gives_the_same_image_as_local_encoding(si, dev_loca
     assert (pixels(image) == pixels(dev_local.generate(_request())[0].image)).all()
 
 
-def test_dev_reads_flux2_encoder_url(si, encoder_server, monkeypatch):
+def test_dev_reads_flux2_encoder_url_through_the_front_ends(si, encoder_server, monkeypatch):
+    from flux2cli.api import load_options
     from flux2cli.pipeline.engine import Engine
 
     si.use_cache(monkeypatch)
     monkeypatch.setenv("FLUX2_ENCODER_URL", encoder_server.url())
     monkeypatch.setenv("FLUX2_ENCODER_TOKEN", "s3cret")
-    assert Engine.load("dev").describe()["encoder"] == "remote encoder"
+    assert Engine.load("dev", load_options()).describe()["encoder"] == "remote encoder"
     # klein models do not: the variable names the [dev] encoder.
-    assert Engine.load("klein-4b").describe()["encoder"] == "local encoder"
+    assert Engine.load("klein-4b", load_options()).describe()["encoder"] == "local encoder"
+    # The pipeline layer reads no settings: without the front end, the variables do nothing.
+    assert Engine.load("dev", LoadOptions(hub_cache=si.cache)).describe()["encoder"] == "local encoder"
 
 
 def test_unreachable_or_refusing_encoders_fall_back_to_local_with_one_line(si, encoder_server, monkeypatch):
     from flux2cli.pipeline.engine import Engine
 
     si.use_cache(monkeypatch)
-    monkeypatch.delenv("FLUX2_ENCODER_TOKEN", raising=False)
     notes = []
-    engine = Engine.load("dev", LoadOptions(remote_encoder=encoder_server.url(), notify=notes.append))
+    engine = Engine.load("dev", LoadOptions(remote_encoder=encoder_server.url(), hub_cache=si.cache,
+                                            notify=notes.append))
     assert engine.describe()["encoder"] == "local encoder" and engine.pipe.text_encoder is not None
     assert len(notes) == 1 and "refused the request (401)" in notes[0] and notes[0].endswith("local text encoder")
     notes.clear()
-    Engine.load("klein-4b", LoadOptions(remote_encoder="http://127.0.0.1:9/predict", notify=notes.append))
+    Engine.load("klein-4b", LoadOptions(remote_encoder="http://127.0.0.1:9/predict", hub_cache=si.cache,
+                                        notify=notes.append))
     assert len(notes) == 1 and "cannot be reached" in notes[0]
     with pytest.raises(InvalidRequest, match="exclude each other"):
         Engine.load("dev", LoadOptions(local_encoder=True, remote_encoder=encoder_server.url()))
@@ -298,11 +406,12 @@ def test_flux2_generate_gguf_path_with_the_self_hosted_encoder(si, dev_local, en
 
 
 def test_a_paused_default_endpoint_means_local_with_one_line(si, endpoint, monkeypatch):
+    from flux2cli.api import load_options
     from flux2cli.pipeline.engine import Engine
 
     si.use_cache(monkeypatch)
     monkeypatch.setenv("FLUX2_ENCODER_URL", endpoint.url("/paused"))
-    engine = Engine.load("dev")
+    engine = Engine.load("dev", load_options())
     assert engine.describe()["encoder"] == "local encoder"
     assert engine.load_notices == (f"the remote encoder at http://127.0.0.1:{endpoint.port} is unavailable "
                                    "(503: space is paused): prompts are encoded by the local text encoder",)

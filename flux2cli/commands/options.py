@@ -58,12 +58,13 @@ OutputDirOpt = Annotated[Optional[Path], typer.Option(
 
 def load_engine(spec: Any, *, local_encoder: bool, remote_encoder: str | None, compile: bool, offload: str,
                 vae_tiling: str) -> Any:
-    """The model flags above, checked, then the model loaded under a spinner (every loading command)."""
+    """The model flags above and the settings, checked, then the model loaded under a spinner
+    (every loading command: generate, repl, serve)."""
+    from flux2cli.api import load_options
     from flux2cli.console import notice, stderr
     from flux2cli.pipeline.engine import Engine
-    from flux2cli.pipeline.loading import LoadOptions
 
-    options = LoadOptions(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                          offload=offload, vae_tiling=vae_tiling, notify=notice).validate()
+    options = load_options(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                           offload=offload, vae_tiling=vae_tiling, notify=notice)
     with stderr.status(f"loading {spec.display_name}…"):
         return Engine.load(spec, options)

@@ -1,12 +1,12 @@
-"""Text encoding with an LRU cache of prompt embeddings.
+"""The text-encoder protocol and an LRU cache of prompt embeddings.
 
 The cache key holds everything that changes the embedding: the model, the prompt, the
 padded length (the transformer gets no attention mask, so padding changes the image) and
 the encoder layers stacked into the embedding.
 
-``LocalTextEncoder`` runs the pipeline's own encoder; ``remote.RemoteTextEncoder`` asks
-an HTTP endpoint (the [dev] remote-encoder protocol) and ``server`` serves one. Which one
-a run uses is decided by ``flux2cli.pipeline.loading.load_model_parts``.
+``local.LocalTextEncoder`` runs the pipeline's own encoder; ``remote.RemoteTextEncoder``
+asks an HTTP endpoint (the [dev] remote-encoder protocol) and ``server`` serves one.
+Which one a run uses is decided by ``flux2cli.pipeline.loading.load_model_parts``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from flux2cli.errors import EncoderError
 
 
 @dataclass(frozen=True)
@@ -33,30 +31,6 @@ class TextEncoder(Protocol):
 
     def encode(self, key: EmbeddingKey) -> Any:
         """Return prompt embeddings of shape (1, max_sequence_length, dim)."""
-
-
-class LocalTextEncoder:
-    """Runs the pipeline's own text encoder."""
-
-    name = "local encoder"
-
-    def __init__(self, pipe: Any):
-        self._pipe = pipe
-
-    def encode(self, key: EmbeddingKey) -> Any:
-        import torch
-
-        if getattr(self._pipe, "text_encoder", None) is None:
-            raise EncoderError("this pipeline was loaded without a text encoder; use --local-encoder")
-        with torch.inference_mode():
-            embeds, _text_ids = self._pipe.encode_prompt(
-                prompt=key.prompt,
-                device=self._pipe._execution_device,
-                num_images_per_prompt=1,
-                max_sequence_length=key.max_sequence_length,
-                text_encoder_out_layers=key.layers,
-            )
-        return embeds
 
 
 class CachedEncoder:

@@ -2,38 +2,43 @@
 
 This is the protocol of the public FLUX.2 [dev] endpoint
 (``https://remote-text-encoder-flux-2.huggingface.co/predict``, answering ``torch.save``
-bytes) and of ``flux2cli.encoder.server`` (answering safetensors). Answers are
-untrusted input:
+bytes) and of ``flux2cli.encoder.server`` (answering safetensors). Answers are untrusted
+input:
 
 * safetensors are parsed as such; a torch file is read with ``weights_only=True`` (tensors
   and plain containers only) — nothing is ever unpickled;
-* the body is capped in size, and the whole exchange has one deadline (a server that
-  drips a byte at a time cannot hold a generation past it);
-* redirects are not followed, so the token never travels to another address;
-* 503 (busy, starting, paused) is retried with back-off, honouring ``Retry-After``;
+* the body is capped in size: a declared ``Content-Length`` over the cap is refused before
+  anything is read, and the bytes that stream in are counted as they arrive;
+* the whole call (connect, send, the wait, the body however slowly it drips, a retry) has
+  one deadline: httpx's timeouts bound each network operation, not their sum, so the call
+  runs under ``asyncio.wait_for`` as httpx's maintainers advise;
+* redirects are not followed (httpx's default, kept), so the token never travels to
+  another address;
+* 503 (busy, starting, paused) and 429 are retried once when their ``Retry-After`` fits in
+  what is left of the deadline;
 * the tensor's dtype, shape and finiteness are checked before the pipeline sees it.
 
-Tokens: the Hugging Face token goes only to Hugging Face hosts. Any other endpoint gets
-``FLUX2_ENCODER_TOKEN`` (the ``--api-key`` of a self-hosted encoder), so pointing
-``--remote-encoder`` at a third party never leaks the user's hub credentials. Error
-messages quote an endpoint's answer only as one short line, with the token blanked out
-and tracebacks dropped: they reach web clients of ``flux2 serve``.
+Tokens: the Hugging Face token goes only to Hugging Face hosts. Any other endpoint gets the
+token its caller passes (``FLUX2_ENCODER_TOKEN``, the ``--api-key`` of a self-hosted
+encoder, resolved by the front end), so pointing ``--remote-encoder`` at a third party
+never leaks the user's hub credentials. Error messages quote an endpoint's answer only as
+one short line, with the token blanked out and tracebacks dropped: they reach web clients
+of ``flux2 serve``.
 """
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import io
 import json
+import math
 import os
 import socket
 import struct
-import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Coroutine
 from urllib.parse import urlparse
 
 from flux2cli.encoder.cache import EmbeddingKey
@@ -44,36 +49,25 @@ _HF_HOST_SUFFIXES = (".huggingface.co", ".hf.space")
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_HEADER = 100 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4  # requests in all, for 503 answers and dropped connections
-    backoff: float = 1.0  # seconds before the second attempt; doubles after each
-    max_wait: float = 10.0  # cap on one wait, Retry-After included
-
-
-NO_RETRY = RetryPolicy(attempts=1)
-
-
-def token_for(url: str) -> str | None:
-    """The bearer token to send to ``url`` (see the module docstring)."""
-    host = (urlparse(url).hostname or "").lower()
-    if host == "huggingface.co" or host.endswith(_HF_HOST_SUFFIXES):
-        try:
-            from huggingface_hub import get_token
-
-            return get_token()
-        except Exception:  # noqa: BLE001 - no token is a normal state
-            return os.environ.get("HF_TOKEN")
-    from flux2cli.settings import resolve
-
-    return resolve("encoder_token")
+_ERROR_TEXT_BYTES = 2048  # of an error answer: enough for one line of detail
+_BUSY = {503: "is unavailable", 429: "is rate-limiting requests"}
 
 
 def is_huggingface_url(url: str) -> bool:
     host = (urlparse(url).hostname or "").lower()
     return host == "huggingface.co" or host.endswith(_HF_HOST_SUFFIXES)
+
+
+def token_for(url: str, encoder_token: str | None) -> str | None:
+    """The bearer token to send to ``url``: the hub's for Hugging Face hosts, else ``encoder_token``."""
+    if not is_huggingface_url(url):
+        return encoder_token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # noqa: BLE001 - no token is a normal state
+        return os.environ.get("HF_TOKEN")
 
 
 class RemoteTextEncoder:
@@ -91,7 +85,7 @@ class RemoteTextEncoder:
         token: str | None = None,
         timeout: float = 60.0,
         max_bytes: int | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: bool = True,
     ):
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -104,11 +98,12 @@ class RemoteTextEncoder:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.retry = retry
+        self._ssl_context: Any = None  # built once: it costs ~45 ms, each call's client reuses it
 
     # -- the TextEncoder protocol ------------------------------------------------------
 
     def encode(self, key: EmbeddingKey) -> Any:
-        return self.fetch(key.prompt, key.max_sequence_length, retry=self.retry)
+        return self.fetch(key.prompt, key.max_sequence_length)
 
     # -- details -------------------------------------------------------------------------
 
@@ -118,161 +113,172 @@ class RemoteTextEncoder:
             return self.max_bytes
         return 2 * sequence_length * self.embed_dim * 4 + 64 * 1024
 
-    def fetch(self, prompt: str, sequence_length: int, *, retry: RetryPolicy | None = None,
+    def fetch(self, prompt: str, sequence_length: int, *, retry: bool | None = None,
               timeout: float | None = None) -> Any:
-        body = self._post(prompt, self.expected_bytes_cap(sequence_length), retry or self.retry,
-                          timeout or self.timeout)
+        cap = self.expected_bytes_cap(sequence_length)
+        retry = self.retry if retry is None else retry
+        body = _run(lambda: self._post(prompt, cap, retry, timeout or self.timeout))
         tensor = decode_embeddings(body, where=self._where)
         tensor = check_embeddings(tensor, sequence_length, self.embed_dim, where=self._where)
         return tensor.to(device=self.device, dtype=self.dtype or tensor.dtype)
-
-    def _failure(self, error: Exception, reason: Any) -> str:
-        if isinstance(error, http.client.HTTPException):  # a garbled status line, headers or body
-            return f"{self._where} sent a malformed HTTP answer ({type(error).__name__})"
-        if isinstance(error, urllib.error.URLError):
-            return f"{self._where} cannot be reached ({reason})"
-        return f"{self._where} failed ({type(error).__name__})"
 
     @property
     def _where(self) -> str:
         parsed = urlparse(self.url)
         return f"the remote encoder at {parsed.scheme}://{parsed.netloc}"
 
-    def _post(self, prompt: str, cap: int, retry: RetryPolicy, timeout: float) -> bytes:
-        payload = json.dumps({"prompt": prompt}).encode()
-        headers = {"Content-Type": "application/json",
-                   "Accept": "application/octet-stream, application/x-safetensors, */*"}
+    async def _post(self, prompt: str, cap: int, retry: bool, timeout: float) -> bytes:
+        try:
+            return await asyncio.wait_for(self._exchange(prompt, cap, retry, time.monotonic() + timeout), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise EncoderError(f"{self._where} did not answer within {timeout:g} s") from None
+
+    async def _exchange(self, prompt: str, cap: int, retry: bool, deadline: float) -> bytes:
+        import httpx
+
+        headers = {"Accept": "application/octet-stream, application/x-safetensors, */*",
+                   # Raw bytes only: a compressed answer could inflate far past the cap in one chunk.
+                   "Accept-Encoding": "identity"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        wait = retry.backoff
-        for attempt in range(1, retry.attempts + 1):
-            request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
-            with _Deadline(timeout) as deadline:
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        # The per-operation timeout only backs up wait_for's deadline; redirects stay unfollowed.
+        async with httpx.AsyncClient(verify=self._ssl_context, timeout=deadline - time.monotonic(),
+                                     follow_redirects=False) as client:
+            retried = False
+            while True:
                 try:
-                    with _opener(deadline).open(request, timeout=timeout) as response:
-                        body = _read_capped(response, cap, self._where)
-                    if not deadline.expired:
-                        return body
-                    raise TimeoutError  # the answer was cut off at the deadline
-                except urllib.error.HTTPError as error:
-                    if error.code == 503 and attempt < retry.attempts:
-                        time.sleep(_retry_after(error, wait, retry.max_wait))
-                        wait = min(wait * 2, retry.max_wait)
-                        continue
-                    raise EncoderError(_http_error_message(error, self._where, self.token)) from None
-                except (OSError, http.client.HTTPException, EncoderError) as error:
-                    reason = getattr(error, "reason", error)  # URLError wraps the socket's error
-                    if isinstance(reason, ConnectionResetError) and not deadline.expired and attempt < retry.attempts:
-                        time.sleep(wait)
-                        wait = min(wait * 2, retry.max_wait)
-                        continue
-                    if deadline.expired or isinstance(reason, TimeoutError):
-                        raise EncoderError(f"{self._where} did not answer within {timeout:g} s") from error
-                    if isinstance(error, EncoderError):
-                        raise
-                    raise EncoderError(self._failure(error, reason)) from error
-        raise EncoderError(f"{self._where} kept answering 503 (busy or paused)")  # pragma: no cover
+                    async with client.stream("POST", self.url, json={"prompt": prompt}, headers=headers) as response:
+                        if response.is_success:
+                            return await _read_capped(response, cap, self._where)
+                        wait = _retry_after(response.headers.get("Retry-After"))
+                        detail = _answer_detail(await _read_start(response), self.token)
+                except httpx.TimeoutException:
+                    raise asyncio.TimeoutError from None
+                except httpx.HTTPError as error:
+                    raise EncoderError(self._failure(error)) from None
+                status = response.status_code
+                if status in _BUSY and retry and not retried and wait is not None \
+                        and wait < deadline - time.monotonic():
+                    retried = True
+                    await asyncio.sleep(wait)
+                    continue
+                raise EncoderError(_http_error_message(status, detail, wait, self._where, self.token))
+
+    def _failure(self, error: Exception) -> str:
+        import h11
+        import httpx
+
+        if isinstance(error, httpx.ConnectError):
+            return f"{self._where} cannot be reached ({_os_reason(error)})"
+        if isinstance(error, httpx.RemoteProtocolError):
+            if any(isinstance(cause, h11.RemoteProtocolError) for cause in _causes(error)):  # h11 could not parse it
+                return f"{self._where} sent a malformed HTTP answer ({type(error).__name__})"
+            return f"{self._where} closed the connection without answering"
+        return f"{self._where} failed ({type(error).__name__})"
 
 
-class _Deadline:
-    """Shuts the request's sockets down once ``seconds`` have passed.
-
-    Socket timeouts bound each read, not their sum: without this, an endpoint sending one
-    byte just inside the timeout would hold the generation (and its lock) indefinitely.
-    """
-
-    def __init__(self, seconds: float):
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._timer.cancel()
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                _shut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                _shut(sock)
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it wraps (httpx, httpcore and anyio each wrap the one below)."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and all(cause is not seen for seen in chain):
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
 
 
-def _shut(sock: socket.socket) -> None:
+def _os_reason(error: BaseException) -> str:
+    """The operating system's words for why a connection failed ("Connection refused"), else the error's."""
+    for cause in reversed(_causes(error)):  # the socket's error is the innermost
+        if isinstance(cause, socket.gaierror) and cause.strerror:
+            return cause.strerror
+        if isinstance(cause, OSError) and cause.errno and cause.errno > 0:
+            return os.strerror(cause.errno)
+    return str(error) or type(error).__name__
+
+
+def _run(make_coroutine: Callable[[], Coroutine[Any, Any, bytes]]) -> bytes:
+    """Run the coroutine ``make_coroutine()`` returns to its end, from synchronous code."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read in the requesting thread
-    except OSError:
-        pass
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coroutine())
+    # Called from inside an event loop (a notebook): the exchange gets a thread and loop of its own.
+    with ThreadPoolExecutor(1, thread_name_prefix="flux2-remote-encoder") as pool:
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """Redirects surface as HTTPError: urllib would forward the Authorization header."""
+async def _read_capped(response: Any, cap: int, where: str) -> bytes:
+    import httpx
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+    length = response.headers.get("Content-Length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    if declared is not None and declared > cap:
+        raise EncoderError(f"{where} announced {declared} bytes, more than the {cap}-byte limit for embeddings")
+    chunks, total = [], 0
+    try:
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > cap:
+                raise EncoderError(f"{where} sent more than the {cap}-byte limit for embeddings")
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        of = f" of {declared}" if declared is not None else ""
+        raise EncoderError(f"{where} closed the connection after {total}{of} bytes") from None
+    return b"".join(chunks)
+
+
+async def _read_start(response: Any) -> bytes:
+    """The first bytes of an error answer (its explanation), never the rest of it."""
+    import httpx
+
+    chunks, total = [], 0
+    try:
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            total += len(chunk)
+            if total >= _ERROR_TEXT_BYTES:
+                break
+    except httpx.HTTPError:
+        pass  # the status is enough
+    return b"".join(chunks)[:_ERROR_TEXT_BYTES]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (a number of seconds or an HTTP date)."""
+    if value is None:
         return None
-
-
-def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """urllib's usual opener (proxies included), without redirects, its sockets watched."""
-
-    class HTTPConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            deadline.watch(self.sock)
-
-    class HTTPSConnection(http.client.HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            deadline.watch(self.sock)
-
-    class HTTPHandler(urllib.request.HTTPHandler):
-        def http_open(self, req: Any) -> Any:
-            return self.do_open(HTTPConnection, req)
-
-    class HTTPSHandler(urllib.request.HTTPSHandler):
-        def https_open(self, req: Any) -> Any:
-            return self.do_open(HTTPSConnection, req, context=self._context)
-
-    return urllib.request.build_opener(HTTPHandler(), HTTPSHandler(), _RefuseRedirects())
-
-
-def _retry_after(error: urllib.error.HTTPError, default: float, cap: float) -> float:
-    value = error.headers.get("Retry-After") if error.headers else None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        return max(0.0, min(float(value), cap)) if value is not None else default
-    except ValueError:
-        return default
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
-def _http_error_message(error: urllib.error.HTTPError, where: str, token: str | None) -> str:
-    detail = _answer_detail(error, token)
-    if 300 <= error.code < 400:
-        return f"{where} answered a redirect ({error.code}); give --remote-encoder the final URL"
-    if error.code in (401, 403):
+def _http_error_message(status: int, detail: str, wait: float | None, where: str, token: str | None) -> str:
+    said = f": {detail}" if detail else ""
+    if 300 <= status < 400:
+        return f"{where} answered a redirect ({status}); give --remote-encoder the final URL"
+    if status in (401, 403):
         fix = ("log in with `hf auth login` or set HF_TOKEN" if token is None
                else "check the token (HF_TOKEN, or FLUX2_ENCODER_TOKEN for a self-hosted encoder)")
-        return f"{where} refused the request ({error.code}); {fix}"
-    if error.code == 503:
-        return f"{where} is unavailable (503{': ' + detail if detail else ''}); try later or use --local-encoder"
-    return f"{where} answered {error.code}{': ' + detail if detail else ''}"
+        return f"{where} refused the request ({status}); {fix}"
+    if status in _BUSY:
+        when = f" and asks to be retried in {math.ceil(wait):d} s" if wait is not None else ""
+        return f"{where} {_BUSY[status]} ({status}{said}){when}; try later or use --local-encoder"
+    return f"{where} answered {status}{said}"
 
 
-def _answer_detail(error: urllib.error.HTTPError, token: str | None) -> str:
+def _answer_detail(body: bytes, token: str | None) -> str:
     """One short line of the endpoint's error text, safe to show to our own clients."""
-    try:
-        text = error.read(2048).decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001 - the status is enough
-        return ""
+    text = body.decode("utf-8", "replace")
     try:
         parsed = json.loads(text)
         if isinstance(parsed, dict):
@@ -285,24 +291,6 @@ def _answer_detail(error: urllib.error.HTTPError, token: str | None) -> str:
     if token:
         line = line.replace(token, "***")  # an endpoint that echoes credentials must not spread them
     return " ".join(line.split())[:160]
-
-
-def _read_capped(response: Any, cap: int, where: str) -> bytes:
-    length = response.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise EncoderError(f"{where} sent {int(length)} bytes, more than the {cap}-byte limit for embeddings")
-    chunks, total = [], 0
-    while True:
-        chunk = response.read(min(1 << 20, cap + 1 - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > cap:
-            raise EncoderError(f"{where} sent more than the {cap}-byte limit for embeddings")
-    if length is not None and length.isdigit() and total < int(length):
-        raise EncoderError(f"{where} closed the connection after {total} of {int(length)} bytes")
-    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------- payloads

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flux2cli.encoder.cache import CachedEncoder, EmbeddingKey, LocalTextEncoder
+from flux2cli.encoder.cache import CachedEncoder, EmbeddingKey
+from flux2cli.encoder.local import LocalTextEncoder
 from flux2cli.errors import (
     Flux2Error,
     GenerationCancelled,

@@ -6,6 +6,9 @@ when a remote encoder answers), build the transformer (safetensors, bitsandbytes
 GGUF), load the pipeline around it, place it (offloading), then install VAE tiling and
 ``torch.compile``. Hub failures become one line naming the repo and the fix.
 
+Nothing here reads flux2cli's settings: the front ends resolve them (the encoder endpoint
+and token, the hub cache folder) and pass them in ``LoadOptions``.
+
 Imports of torch, diffusers and huggingface_hub happen inside the functions: this module
 is imported by commands that must start fast.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +37,6 @@ from flux2cli.pipeline.memory import (
     plan_offload,
 )
 from flux2cli.pipeline.registry import ModelSpec
-from flux2cli.settings import hf_hub_cache, resolve as resolve_setting
 
 PROBE_TIMEOUT = 10.0  # seconds the load waits for a remote encoder before using the local one
 _ENCODER_PARTS = ("text_encoder", "tokenizer")
@@ -47,6 +50,14 @@ class LoadOptions:
     compile: bool = False
     offload: str = "auto"  # auto | none | model | sequential
     vae_tiling: str = "auto"  # auto | on | off
+    # The [dev] models' endpoint when remote_encoder is not given (FLUX2_ENCODER_URL);
+    # None: the public one.
+    encoder_url: str | None = None
+    # Bearer token for an endpoint off the Hugging Face hosts (FLUX2_ENCODER_TOKEN); those
+    # get the hub token. Never in repr: options get logged.
+    encoder_token: str | None = field(default=None, repr=False)
+    # The Hugging Face cache folder; None: huggingface_hub's own, fixed when it was imported.
+    hub_cache: Path | None = None
     # Called with each one-line notice while loading (the CLI prints them as they come).
     notify: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
@@ -109,12 +120,14 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
     plan_offload(options.offload, device, spec.memory_gb, quantization=spec.quantization)  # refuse bad choices now
 
     # The (gated) base repo first: a missing licence or token fails before a 20-60 GB GGUF download.
-    folder = _model_folder(spec, include_transformer=spec.gguf is None, include_encoder=False)
-    gguf_path = _gguf_file(spec) if spec.gguf is not None else None
+    folder = _model_folder(spec, include_transformer=spec.gguf is None, include_encoder=False,
+                           hub_cache=options.hub_cache)
+    gguf_path = _gguf_file(spec, options.hub_cache) if spec.gguf is not None else None
     embed_dim = _transformer_config(folder)["joint_attention_dim"]
     encoder = _remote_encoder(spec, options, embed_dim=embed_dim, dtype=dtype, device=device, notify=notify)
     if encoder is None:
-        folder = _model_folder(spec, include_transformer=gguf_path is None, include_encoder=True)
+        folder = _model_folder(spec, include_transformer=gguf_path is None, include_encoder=True,
+                               hub_cache=options.hub_cache)
     need_gb = spec.memory_gb + (spec.encoder_memory_gb if encoder is None else 0.0)
     offload = plan_offload(options.offload, device, need_gb, quantization=spec.quantization)
     if device not in ("cpu", "mps") and options.offload == "auto":
@@ -134,7 +147,7 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
         notify(f"--compile: the transformer's {how} compile on the first image (slow); "
                "each new image size compiles again")
     if encoder is None:
-        from flux2cli.encoder.cache import LocalTextEncoder
+        from flux2cli.encoder.local import LocalTextEncoder
 
         encoder = LocalTextEncoder(pipe)
     return LoadedModel(spec, pipe, device, encoder, offload, tiling, tuple(notices))
@@ -143,7 +156,7 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
 # --------------------------------------------------------------------------- sources
 
 
-def _gguf_file(spec: ModelSpec) -> Path:
+def _gguf_file(spec: ModelSpec, hub_cache: Path | None) -> Path:
     """The GGUF file: a local path, or the registry's file fetched from (or found in) the hub cache."""
     from flux2cli.pipeline.gguf import describe_gguf_file
 
@@ -153,15 +166,15 @@ def _gguf_file(spec: ModelSpec) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(source.repo, source.filename, cache_dir=hf_hub_cache(),
-                               local_files_only=_hub_offline())
+        path = hf_hub_download(source.repo, source.filename, cache_dir=hub_cache, local_files_only=_hub_offline())
     except Exception as error:
         raise ModelLoadError(hub_error_message(source.repo, error, filename=source.filename,
                                                size_gb=source.size_gb)) from error
     return describe_gguf_file(path).path
 
 
-def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder: bool) -> Path:
+def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder: bool,
+                  hub_cache: Path | None = None) -> Path:
     """The diffusers folder: shipped with the package, or a hub snapshot of what this run needs."""
     if spec.local_dir is not None:
         if not (spec.local_dir / "model_index.json").is_file():
@@ -175,9 +188,9 @@ def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder
     try:
         from huggingface_hub import snapshot_download
 
-        # The environment is read now, not at import: HF_HUB_OFFLINE and HF_HUB_CACHE set
-        # after huggingface_hub was imported (a long-lived process, tests) still count.
-        folder = Path(snapshot_download(spec.repo, allow_patterns=patterns, cache_dir=hf_hub_cache(),
+        # HF_HUB_OFFLINE is read now, not at import: set after huggingface_hub was imported
+        # (a long-lived process, tests) it still counts. The cache folder comes from the caller.
+        folder = Path(snapshot_download(spec.repo, allow_patterns=patterns, cache_dir=hub_cache,
                                         local_files_only=_hub_offline()))
     except Exception as error:
         raise ModelLoadError(hub_error_message(spec, error)) from error
@@ -362,15 +375,10 @@ def _remote_encoder(spec: ModelSpec, options: LoadOptions, *, embed_dim: int, dt
     """A reachable remote encoder, or None for the local one (with a one-line notice why).
 
     ``--remote-encoder URL`` works for any model. Without it, [dev] models try
-    ``FLUX2_ENCODER_URL`` or the public endpoint; other models encode locally.
+    ``options.encoder_url`` (FLUX2_ENCODER_URL) or the public endpoint; other models
+    encode locally.
     """
-    from flux2cli.encoder.remote import (
-        NO_RETRY,
-        PUBLIC_DEV_ENCODER_URL,
-        RemoteTextEncoder,
-        is_huggingface_url,
-        token_for,
-    )
+    from flux2cli.encoder.remote import PUBLIC_DEV_ENCODER_URL, RemoteTextEncoder, is_huggingface_url, token_for
 
     if options.local_encoder:
         return None
@@ -378,8 +386,8 @@ def _remote_encoder(spec: ModelSpec, options: LoadOptions, *, embed_dim: int, dt
     if url is None:
         if not spec.remote_encoder_capable:
             return None
-        url = resolve_setting("encoder_url") or PUBLIC_DEV_ENCODER_URL
-    token = token_for(url)
+        url = options.encoder_url or PUBLIC_DEV_ENCODER_URL
+    token = token_for(url, options.encoder_token)
     if is_huggingface_url(url):
         if _hub_offline():
             notify("HF_HUB_OFFLINE is set: prompts are encoded by the local text encoder")
@@ -390,7 +398,7 @@ def _remote_encoder(spec: ModelSpec, options: LoadOptions, *, embed_dim: int, dt
             return None
     try:
         encoder = RemoteTextEncoder(url, embed_dim=embed_dim, dtype=dtype, device=device, token=token)
-        encoder.fetch("", spec.max_sequence_length, retry=NO_RETRY, timeout=PROBE_TIMEOUT)
+        encoder.fetch("", spec.max_sequence_length, retry=False, timeout=PROBE_TIMEOUT)
     except EncoderError as error:
         reason = str(error).replace("; try later or use --local-encoder", "")
         notify(f"{reason}: prompts are encoded by the local text encoder")
@@ -407,59 +415,62 @@ def _hub_offline() -> bool:
 
 def hub_error_message(spec: ModelSpec | str, error: BaseException, *, filename: str | None = None,
                       size_gb: float | None = None) -> str:
-    """One line naming the repo and the fix, for the usual hub failures."""
+    """One line naming the repo and the fix, for the usual hub failures (by huggingface_hub's types)."""
+    from huggingface_hub import errors as hub
+
     if isinstance(spec, ModelSpec):
         repo = spec.repo or str(spec.local_dir)
     else:
         repo = spec
-    name = type(error).__name__
-    names = {cls.__name__ for cls in type(error).__mro__}
-    text = str(error)
-    lowered = text.lower()
     page = f"https://huggingface.co/{repo}"
     if _is_disk_full(error):
         need = f" (~{size_gb:g} GB)" if size_gb else ""
         return (f"not enough disk space to download {repo}{need}; free space, or point HF_HUB_CACHE "
                 "(or HF_HOME) at a larger disk")
-    if "GatedRepoError" in names or "gated" in lowered:
+    if isinstance(error, hub.GatedRepoError):  # before its base class, RepositoryNotFoundError
         if _no_token():
             return (f"{repo} is gated: accept its licence at {page}, then log in with `hf auth login` "
                     "(or set HF_TOKEN)")
         return f"{repo} is gated and your token has no access yet: accept its licence at {page}"
-    if "RepositoryNotFoundError" in names:
+    if isinstance(error, hub.RepositoryNotFoundError):
         return f"{repo} was not found on the Hugging Face hub, or your token cannot see it (`hf auth login`)"
-    if "RevisionNotFoundError" in names:
+    if isinstance(error, hub.RevisionNotFoundError):
         return f"{repo} has no such revision on the Hugging Face hub"
-    if _status(error) == 401 or ("401" in text and "token" in lowered):
+    if isinstance(error, hub.HfHubHTTPError) and _status(error) == 401:
         return f"your Hugging Face token was refused for {repo}; run `hf auth login` or set HF_TOKEN"
-    if filename and ("RemoteEntryNotFoundError" in names
-                     or ("EntryNotFoundError" in names and "LocalEntryNotFoundError" not in names)):
+    # EntryNotFoundError covers both sides; only the local one means "not downloaded".
+    if filename and isinstance(error, hub.EntryNotFoundError) and not isinstance(error, hub.LocalEntryNotFoundError):
         return (f"{filename} is not in {repo} (renamed or removed?); pass a downloaded file with "
                 "--gguf PATH.gguf, or another quant")
-    if "LocalEntryNotFoundError" in names or "OfflineModeIsEnabled" in names or "offline" in lowered \
-            or "outgoing traffic has been disabled" in lowered:
+    if isinstance(error, (hub.LocalEntryNotFoundError, hub.OfflineModeIsEnabled)):
         what = f"{filename} from {repo}" if filename else repo
         if _hub_offline():
             return (f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                     "unset HF_HUB_OFFLINE to download it")
         return (f"{what} is not in the local Hugging Face cache and the hub cannot be reached; "
                 "check the network, or download it once while online")
-    if any(n in names for n in ("ConnectError", "ConnectionError", "TimeoutException")):
+    if any(isinstance(cause, (ConnectionError, TimeoutError, socket.gaierror)) for cause in _causes(error)):
         return f"the Hugging Face hub cannot be reached to download {repo}; check the network"
-    if isinstance(error, ImportError) and "torchvision" in lowered:
+    if isinstance(error, ImportError) and "torchvision" in str(error).lower():
         return (f"the local text encoder of {repo} needs torchvision (its PixtralProcessor); "
                 "install the torchvision matching your torch, or use a remote encoder")
-    return f"could not load {repo}: {name}; run with FLUX2_DEBUG=1 for details"
+    return f"could not load {repo}: {type(error).__name__}; run with FLUX2_DEBUG=1 for details"
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it wraps: downloaders and HTTP clients wrap the socket's or the disk's."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def _is_disk_full(error: BaseException) -> bool:
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and (error.errno == errno.ENOSPC or "No space left" in str(error)):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    # The text too: an error re-raised by a downloader may keep only the OS's message.
+    return any(isinstance(cause, OSError) and (cause.errno == errno.ENOSPC or "No space left" in str(cause))
+               for cause in _causes(error))
 
 
 def _status(error: BaseException) -> int | None:

@@ -19,9 +19,9 @@ import urllib.request
 import pytest
 import torch
 
+from flux2cli.encoder.remote import RemoteTextEncoder
 from flux2cli.encoder.server import MAX_BODY_BYTES, make_encoder_app
 from flux2cli.pipeline.engine import Engine
-from flux2cli.encoder.remote import NO_RETRY, RemoteTextEncoder
 from flux2cli.server.config import ServerConfig
 from guarded_server import GuardedServer, raw_request, refused
 from hostile_encoder import STATE, hostile_encoder_app
@@ -50,7 +50,7 @@ def remote(tiny_engine, encoder, tmp_path_factory):
     """`flux2 serve --model tiny --remote-encoder URL`: the tiny pipeline, prompts encoded remotely."""
     width = tiny_engine.pipe.transformer.config.joint_attention_dim
     client = RemoteTextEncoder(encoder.url("/predict"), embed_dim=width, device=tiny_engine.device,
-                               token=TOKEN, timeout=TIMEOUT, retry=NO_RETRY)
+                               token=TOKEN, timeout=TIMEOUT, retry=False)
     engine = Engine(tiny_engine.spec, tiny_engine.pipe, tiny_engine.device, encoder=client)
     with GuardedServer(engine, ServerConfig(output_dir=tmp_path_factory.mktemp("remote-out"))) as live:
         yield live
@@ -67,7 +67,7 @@ def _generate_with(remote, encoder, mode: str, prompt: str):
     ("pickle-in-torch-file", "not plain tensors"),
     ("plain-pickle", "neither safetensors nor a torch tensor file"),
     ("legacy-torch-pickle", "neither safetensors nor a torch tensor file"),
-    ("declares-2gb", f"sent {2 * 1024**3} bytes, more than the"),
+    ("declares-2gb", f"announced {2 * 1024**3} bytes, more than the"),
     ("endless", "more than the"),
     ("drip", f"did not answer within {TIMEOUT:g} s"),
     ("silent", f"did not answer within {TIMEOUT:g} s"),
