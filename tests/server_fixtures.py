@@ -13,11 +13,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 from flux2cli.errors import GenerationCancelled
 from flux2cli.pipeline.events import StepEvent
-from flux2cli.pipeline.output import save_image
+from flux2cli.pipeline.output import save_images
 from flux2cli.pipeline.registry import get_model
 from flux2cli.server.app import init_app, make_runner, start_site
 from flux2cli.server.config import ServerConfig
@@ -27,7 +28,7 @@ TINY_PROMPT = "a red circle on a blue background"
 
 
 class FakeEngine:
-    """Records requests and steps with small sleeps; writes real PNGs through save_image.
+    """Records requests and steps with small sleeps; writes real PNGs through save_images.
 
     With ``hold=True`` every generation waits after its first step until ``release`` is
     set (or it is cancelled), so tests can look at a running job without racing it.
@@ -60,10 +61,10 @@ class FakeEngine:
             raise self.fail
         from PIL import Image
 
-        return [save_image(Image.new("RGB", (request.width, request.height), (200, 40, 40)), request,
-                           seed=seed, timings={"encoding": 0.0, "diffusion": 0.01},
-                           output_dir=Path(output_dir), model_name="fake")
-                for seed in request.seeds]
+        image = Image.new("RGB", (request.width, request.height), (200, 40, 40))
+        results = [SimpleNamespace(image=image, seed=seed, timings={"encoding": 0.0, "diffusion": 0.01})
+                   for seed in request.seeds]
+        return save_images(results, request, output_dir=Path(output_dir), model_name="fake")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from flux2cli.errors import (
 from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.img2img import fit_reference, sdedit_start
 from flux2cli.pipeline.loading import LoadOptions, load_model_parts
-from flux2cli.pipeline.output import SavedImage, save_image
+from flux2cli.pipeline.output import SavedImage, save_images
 from flux2cli.pipeline.registry import ModelSpec, get_model
 from flux2cli.pipeline.request import GenerationRequest
 
@@ -99,11 +99,7 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> list[SavedImage]:
         results = self.generate(request, on_step=on_step, cancel=cancel)
-        return [
-            save_image(result.image, request, seed=result.seed, timings=result.timings,
-                       output_dir=output_dir, model_name=self.spec.display_name)
-            for result in results
-        ]
+        return save_images(results, request, output_dir=output_dir, model_name=self.spec.display_name)
 
     def _generate(self, request, on_step, cancel) -> list[GeneratedImage]:
         import torch

@@ -13,7 +13,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from flux2cli.errors import Flux2Error
-from flux2cli.pipeline.output import clean_stale_temp_files
+from flux2cli.pipeline.output import prepare_output_dir, recover_output_dir
 from flux2cli.server.config import ServerConfig
 from flux2cli.server.routes import setup_routes
 from flux2cli.server.security import MIDDLEWARES, add_security_headers
@@ -41,8 +41,9 @@ def init_app(engine: GenerationEngine, config: ServerConfig) -> web.Application:
 async def _worker_context(app: web.Application) -> AsyncIterator[None]:
     """Start the one generation worker with the app; stop it (and its thread) after."""
     config = app[CONFIG]
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(config.output_dir)
+    prepare_output_dir(config.output_dir)
+    if removed := recover_output_dir(config.output_dir):
+        log.info("removed %d file(s) an interrupted save left in the output folder", removed)
     worker = GenerationWorker(app[ENGINE], config.output_dir, queue_size=config.queue_size)
     await worker.start()
     app[WORKER] = worker
