@@ -7,6 +7,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from flux2cli.pipeline.fields import FIELD
+
 MODEL_PANEL = "Model"
 
 
@@ -49,8 +51,7 @@ OffloadOpt = Annotated[str, typer.Option(
 VaeTilingOpt = Annotated[str, typer.Option(
     "--vae-tiling", rich_help_panel=MODEL_PANEL, metavar="auto|on|off", autocompletion=choices("auto", "on", "off"),
     help="Decode the image in tiles; auto tiles above 2 MP.")]
-StepsOpt = Annotated[Optional[int], typer.Option(
-    "--steps", "-s", help="Inference steps (default and range come from the model).")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", "-s", show_default=False, help=FIELD["steps"].option_help())]
 OutputDirOpt = Annotated[Optional[Path], typer.Option(
     "--output-dir", "-o", show_default=False,
     help="Where images and .prompt files go (else FLUX2_OUTPUT_DIR, config.toml's output_dir, ./outputs).")]

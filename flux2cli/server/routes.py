@@ -164,4 +164,4 @@ def _sse(event: dict) -> bytes:
 
 async def openapi(request: web.Request) -> web.Response:
     """GET /openapi.json: every route and body of this server."""
-    return json_response(openapi_document())
+    return json_response(openapi_document(request.app[ENGINE].spec))
