@@ -37,6 +37,7 @@ from flux2cli.pipeline.memory import (
     plan_offload,
 )
 from flux2cli.pipeline.registry import ModelSpec
+from flux2cli.probe import pick_device
 
 PROBE_TIMEOUT = 10.0  # seconds the load waits for a remote encoder before using the local one
 _ENCODER_PARTS = ("text_encoder", "tokenizer")
@@ -88,18 +89,6 @@ class LoadedModel:
     offload: OffloadPlan
     tiling: AutoTiling | None
     notices: tuple[str, ...] = ()
-
-
-def pick_device(requested: str | None = None) -> str:
-    import torch
-
-    if requested:
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> LoadedModel:
