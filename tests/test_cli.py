@@ -50,9 +50,12 @@ def test_human_output_names_the_files(tmp_path):
     (["--model", "flux3"], "unknown model 'flux3'"),
     (["--gguf", "q5"], "--gguf takes one of"),
     (["--steps", "many"], "Invalid value for '--steps'"),
+    (["a red circle /portrat"], "/portrat is not a modifier: did you mean /portrait?"),
+    (["--orientation", "Square", "--width", "64"], "give both width and height"),  # Square read as square
 ])
 def test_usage_errors_exit_2_with_one_line(args, message, tmp_path):
-    result = run("generate", "a cat", "--model", "tiny", *args, "--output-dir", str(tmp_path))
+    prompt = args.pop(0) if args and not args[0].startswith("-") else "a cat"
+    result = run("generate", prompt, "--model", "tiny", *args, "--output-dir", str(tmp_path))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -44,3 +44,22 @@ def test_last_modifier_wins_and_only_modifiers_leave_an_empty_prompt():
     parsed = parse_modifiers("/square /portrait")
     assert parsed.prompt == ""
     assert parsed.overrides == {"orientation": "portrait"}
+
+
+@pytest.mark.parametrize(("text", "suggestion"), [
+    ("a red circle /portrat", "/portrait"), ("a cat /lanscape", "/landscape"), ("a cat /sqare", "/square"),
+    ("/stepz 4 a cat", "/steps"), ("a cat /2kk", "/2k"), ("a cat /Portriat", "/portrait")])
+def test_a_misspelt_modifier_is_refused_with_what_it_resembles(text, suggestion):
+    with pytest.raises(InvalidRequest, match=f"did you mean {suggestion}\\?"):
+        parse_modifiers(text)
+
+
+def test_a_double_slash_keeps_a_slash_word_in_the_prompt():
+    parsed = parse_modifiers("a poster that says //portrat and //square /square")
+    assert parsed.prompt == "a poster that says /portrat and /square"
+    assert parsed.overrides == {"orientation": "square"}
+
+
+@pytest.mark.parametrize("word", ["/vintage", "/r/pics", "/okay", "/neon", "/sepia", "/steampunk"])
+def test_slash_words_far_from_every_modifier_stay_in_the_prompt(word):
+    assert parse_modifiers(f"a cat {word}").prompt == f"a cat {word}"
