@@ -20,7 +20,11 @@ def serve(
         help="Require this key (Authorization: Bearer KEY or X-API-Key) on every route but the UI page "
              "(else FLUX2_API_KEY).")] = None,
     queue_size: Annotated[int, typer.Option(
-        "--queue-size", min=1, max=1000, help="Jobs that may wait behind the running one.")] = 8,
+        "--queue-size", min=1, max=100, help="Jobs that may wait behind the running one (at most 100).")] = 8,
+    cors_origin: Annotated[Optional[str], typer.Option(
+        "--cors-origin", metavar="ORIGIN", show_default=False,
+        help="Let pages of this one origin (such as https://app.example.com) call the API from a browser; "
+             "other origins stay refused. The API key is still needed.")] = None,
     model: opt.ModelOpt = None,
     output_dir: opt.OutputDirOpt = None,
     full_model: opt.FullModelOpt = False,
@@ -36,15 +40,18 @@ def serve(
     from flux2cli.console import stderr
     from flux2cli.pipeline.registry import resolve_model
     from flux2cli.server.app import check_can_listen, run_server
-    from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
+    from flux2cli.pipeline.output import prepare_output_dir
+    from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, parse_origin
 
     spec = resolve_model(model, full_model=full_model, gguf=gguf)
     port = settings.resolve("port", port)
     config = ServerConfig(host=settings.resolve("host", host) or DEFAULT_HOST,
                           port=DEFAULT_PORT if port is None else port,
                           api_key=settings.resolve("api_key", api_key) or None,
-                          output_dir=settings.output_dir(output_dir), queue_size=queue_size)
+                          output_dir=settings.output_dir(output_dir), queue_size=queue_size,
+                          cors_origin=parse_origin(cors_origin) if cors_origin else None)
     check_can_listen(config.host, config.port)
+    prepare_output_dir(config.output_dir)  # before the model loads: a bad -o fails at once
     warning = config.exposure_warning()
     if warning:
         stderr.print(f"[bold yellow]warning:[/] {warning}", markup=True)

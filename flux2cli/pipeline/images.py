@@ -1,7 +1,10 @@
-"""Reading reference images from users, safely.
+"""Reading reference images from users, safely, and the one normalisation they all get.
 
 Only PNG, JPEG and WebP decoders are enabled, the pixel count is checked from the
 header before any pixel is decoded, and every failure is one ``InvalidRequest`` line.
+Every reference, from the CLI, the server or the Python API, then goes through
+``normalise``: upright as its EXIF says, 16-bit greyscale scaled (not clipped) to 8 bits,
+any transparency (alpha channel, palette or tRNS) flattened onto white, and RGB.
 """
 
 from __future__ import annotations
@@ -43,15 +46,13 @@ def decode_image_bytes(data: bytes, label: str) -> Any:
                 raise InvalidRequest(f"{label} is {width}x{height} pixels; the limit is {MAX_PIXELS:,}")
             _check_shape(width, height, label)
             image.load()
+            return normalise(image)
     except InvalidRequest:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidRequest(f"{label} has too many pixels; the limit is {MAX_PIXELS:,}") from None
-    except Exception as error:  # unknown format, truncated data, text-chunk bombs, ...
+    except Exception as error:  # unknown format, truncated data, text-chunk bombs, bad EXIF, ...
         raise InvalidRequest(f"{label} is not a PNG, JPEG or WebP image that can be read") from error
-    if image.mode != "RGB":
-        image = _to_rgb(image)
-    return image
 
 
 def _check_shape(width: int, height: int, label: str) -> None:
@@ -61,16 +62,39 @@ def _check_shape(width: int, height: int, label: str) -> None:
         raise InvalidRequest(f"{label} is {width}x{height}; the long side may be at most {MAX_ASPECT}x the short one")
 
 
-def _to_rgb(image: Any) -> Any:
-    """Flatten transparency onto white: a reference with holes should not turn black."""
-    from PIL import Image
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
-    if image.mode in ("RGBA", "LA", "P"):
-        rgba = image.convert("RGBA")
+
+def normalise(image: Any) -> Any:
+    """Any decoded image as the RGB the pipeline takes: orientation, bit depth, alpha, mode."""
+    from PIL import Image, ImageOps
+
+    ImageOps.exif_transpose(image, in_place=True)  # a portrait photo stays portrait
+    transparent = image.info.get("transparency") if image.mode not in ("P", "RGB", "L") else None
+    if image.mode in _WIDE_GREY:
+        image = _grey_to_8_bits(image, transparent)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        # White, as a browser shows a transparent PNG on a plain page: holes must not turn black.
+        rgba = image.convert("RGBA")  # palette and tRNS transparency become alpha here
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _grey_to_8_bits(image: Any, transparent: Any) -> Any:
+    """16-bit greyscale (I;16, or I from older Pillow) scaled to 0-255; convert("L") clips at 255.
+    A tRNS grey value becomes an alpha channel (LA) first, since it names a 16-bit value."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(image).astype(np.float32)
+    grey = Image.fromarray(np.round(np.clip(values, 0, 65535) * (255.0 / 65535)).astype(np.uint8))
+    if isinstance(transparent, int):
+        alpha = Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8))
+        return Image.merge("LA", (grey, alpha))
+    return grey
 
 
 def load_reference_file(path: str | Path) -> ReferenceImage:
@@ -116,4 +140,4 @@ def check_pil_image(image: Any, label: str = "input_image") -> ReferenceImage:
     if width * height > MAX_PIXELS:
         raise InvalidRequest(f"{label} is {width}x{height}; the limit is {MAX_PIXELS:,} pixels")
     _check_shape(width, height, label)
-    return ReferenceImage("python", image if image.mode == "RGB" else _to_rgb(image))
+    return ReferenceImage("python", normalise(image.copy()))  # the caller's image stays as it was

@@ -15,6 +15,15 @@ from aiohttp import web
 from flux2cli.errors import Flux2Error
 from flux2cli.pipeline.output import prepare_output_dir, recover_output_dir
 from flux2cli.server.config import ServerConfig
+from flux2cli.server.connections import (
+    BACKLOG,
+    GUARD,
+    ConnectionGuard,
+    GuardedRunner,
+    activity_middleware,
+    connection_cap,
+)
+from flux2cli.server.logs import OncePer, ParserLog, install_escaping
 from flux2cli.server.routes import setup_routes
 from flux2cli.server.security import MIDDLEWARES, add_security_headers
 from flux2cli.server.state import CONFIG, ENGINE, WORKER
@@ -28,9 +37,11 @@ SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish once a signa
 def init_app(engine: GenerationEngine, config: ServerConfig) -> web.Application:
     """Build the application around an already loaded engine."""
     config = replace(config, output_dir=Path(config.output_dir).expanduser().resolve())
-    app = web.Application(middlewares=MIDDLEWARES, client_max_size=config.max_body_bytes)
+    install_escaping()
+    app = web.Application(middlewares=(activity_middleware, *MIDDLEWARES), client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[ENGINE] = engine
+    app[GUARD] = ConnectionGuard(connection_cap(config.max_connections))
     app.cleanup_ctx.append(_worker_context)
     app.on_shutdown.append(_stop_accepting_work)
     app.on_response_prepare.append(add_security_headers)
@@ -44,7 +55,8 @@ async def _worker_context(app: web.Application) -> AsyncIterator[None]:
     prepare_output_dir(config.output_dir)
     if removed := recover_output_dir(config.output_dir):
         log.info("removed %d file(s) an interrupted save left in the output folder", removed)
-    worker = GenerationWorker(app[ENGINE], config.output_dir, queue_size=config.queue_size)
+    worker = GenerationWorker(app[ENGINE], config.output_dir, queue_size=config.queue_size,
+                              reference_pixel_budget=config.reference_pixel_budget)
     await worker.start()
     app[WORKER] = worker
     yield
@@ -58,8 +70,11 @@ async def _stop_accepting_work(app: web.Application) -> None:
 
 
 def make_runner(app: web.Application) -> web.AppRunner:
-    """The runner every entry point uses: disconnected clients cancel their handlers."""
-    return web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
+    """The runner every entry point uses: disconnected clients cancel their handlers, at most
+    the guard's number of connections are open, headers must arrive within the header
+    timeout, and the HTTP parser's refusals are logged as one line, not a traceback each."""
+    return GuardedRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None,
+                         keepalive_timeout=app[CONFIG].header_timeout, logger=ParserLog())
 
 
 def check_can_listen(host: str, port: int) -> None:
@@ -84,7 +99,7 @@ def _listen_error(host: str, port: int, error: OSError) -> Flux2Error:
 
 async def start_site(runner: web.AppRunner, host: str, port: int) -> str:
     """Bind and start; returns the base URL (with the real port when ``port`` is 0)."""
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, backlog=BACKLOG)
     try:
         await site.start()
     except OSError as error:
@@ -92,6 +107,22 @@ async def start_site(runner: web.AppRunner, host: str, port: int) -> str:
     bound_port = runner.addresses[0][1] if runner.addresses else port
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{bound_port}"
+
+
+def _quiet_resource_errors() -> Callable[[asyncio.AbstractEventLoop, dict], None]:
+    """asyncio reports every accept() that fails for lack of descriptors (and retries a
+    second later): a line a minute instead, should it happen despite the connection cap."""
+    accept_failures = OncePer(60.0)
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            if count := accept_failures.due():
+                error = context.get("exception")
+                log.warning("could not accept %d connection(s): %s", count, getattr(error, "strerror", error))
+            return
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 def run_server(engine: GenerationEngine, config: ServerConfig,
@@ -103,6 +134,7 @@ def run_server(engine: GenerationEngine, config: ServerConfig,
 async def _serve(engine: GenerationEngine, config: ServerConfig,
                  on_ready: Callable[[str], None] | None) -> None:
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_resource_errors())
     stop = asyncio.Event()
     runner = make_runner(init_app(engine, config))
     await runner.setup()

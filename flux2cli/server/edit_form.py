@@ -1,4 +1,10 @@
-"""Reading the multipart form of POST /v1/images/edits: text fields and uploaded images."""
+"""Reading the multipart form of POST /v1/images/edits: text fields and uploaded images.
+
+Every malformed form is a 400 (OpenAI's shape): too many parts, part headers that are too
+many, too long or not headers at all (aiohttp's parser raises its HttpProcessingError for
+those, which is no ValueError), encodings we do not take. The whole form must arrive within
+the server's body timeout.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,14 @@ import re
 from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.images import decode_image_bytes
 from flux2cli.pipeline.request import ReferenceImage
 from flux2cli.server.openai_compat import OpenAIRequestError
 from flux2cli.server.payload import MAX_REFERENCE_IMAGES
+from flux2cli.server.state import CONFIG
 
 _IMAGE_FIELD = re.compile(r"image(\[\d{0,2}\])?")
 _FORM_NUMBERS = {"n": int, "seed": int, "steps": int, "output_compression": int, "partial_images": int,
@@ -25,6 +33,26 @@ async def read_edit_form(request: web.Request, max_bytes: int) -> tuple[dict[str
     """The text fields (numbers converted) and the decoded images of an edit form."""
     fields: dict[str, Any] = {}
     uploads: list[tuple[str, bytes]] = []
+    timeout = request.app[CONFIG].body_timeout
+    try:
+        await asyncio.wait_for(_read_parts(request, max_bytes, fields, uploads), timeout)
+    except asyncio.TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {timeout:g} seconds") from None
+    if len(uploads) > MAX_REFERENCE_IMAGES:
+        raise OpenAIRequestError(f"at most {MAX_REFERENCE_IMAGES} images are allowed (got {len(uploads)})",
+                                 param="image")
+    images = []
+    for index, (name, data) in enumerate(uploads):
+        label = name if len(uploads) == 1 else f"image {index + 1}"
+        try:
+            images.append(ReferenceImage("upload", await asyncio.to_thread(decode_image_bytes, data, label)))
+        except InvalidRequest as error:
+            raise OpenAIRequestError(str(error), param="image") from None
+    return fields, images
+
+
+async def _read_parts(request: web.Request, max_bytes: int, fields: dict[str, Any],
+                      uploads: list[tuple[str, bytes]]) -> None:
     total = 0
     try:
         reader = await request.multipart()
@@ -43,19 +71,15 @@ async def read_edit_form(request: web.Request, max_bytes: int) -> tuple[dict[str
                     raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=total)
                 data.extend(chunk)
             _add_part(part.name, bytes(data), fields, uploads)
+    except HttpProcessingError as error:
+        raise OpenAIRequestError(f"a part of the form has malformed headers ({_reason(error)})") from None
     except (ValueError, RuntimeError, TypeError) as error:
         raise OpenAIRequestError("the body could not be read as multipart/form-data") from error
-    if len(uploads) > MAX_REFERENCE_IMAGES:
-        raise OpenAIRequestError(f"at most {MAX_REFERENCE_IMAGES} images are allowed (got {len(uploads)})",
-                                 param="image")
-    images = []
-    for index, (name, data) in enumerate(uploads):
-        label = name if len(uploads) == 1 else f"image {index + 1}"
-        try:
-            images.append(ReferenceImage("upload", await asyncio.to_thread(decode_image_bytes, data, label)))
-        except InvalidRequest as error:
-            raise OpenAIRequestError(str(error), param="image") from None
-    return fields, images
+
+
+def _reason(error: HttpProcessingError) -> str:
+    """aiohttp's message without the bytes it quotes (they are the client's)."""
+    return (error.message or type(error).__name__).splitlines()[0][:60].rstrip(":")
 
 
 def _add_part(name: str, data: bytes, fields: dict[str, Any], uploads: list[tuple[str, bytes]]) -> None:

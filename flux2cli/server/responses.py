@@ -22,6 +22,7 @@ _HTTP_MESSAGES = {
     404: "not found",
     405: "method not allowed",
     413: "the request body is too large",
+    408: "the request took too long to arrive",
     415: "send the request body as JSON with Content-Type: application/json",
 }
 
@@ -30,8 +31,10 @@ MAX_MESSAGE_CHARS = 400  # messages may quote a client's value; never echo a who
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+    # Cut before splitting: a message that quotes a huge value must not cost its size again.
+    longer = len(text) > 2 * MAX_MESSAGE_CHARS
+    text = " ".join(text[: 2 * MAX_MESSAGE_CHARS].split())
+    return text if len(text) <= MAX_MESSAGE_CHARS and not longer else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

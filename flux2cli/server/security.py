@@ -1,10 +1,15 @@
 """Safe defaults, as middlewares: errors as JSON, Host, Origin, API key, content type, body cap.
 
 Order (outermost first): every refusal and every exception becomes the spec's JSON error
-body (OpenAI's error shape under /v1/); then the DNS-rebinding Host check (only while bound
-to loopback); then cross-site Origin / Sec-Fetch-Site; then the API key; then the JSON
-content type (multipart for OpenAI's image edits) and the body cap; last, a static name
-that is no file of the UI becomes the same JSON 404 as every other miss.
+body (OpenAI's error shape under /v1/); then the Host header (a usable host[:port] always;
+a loopback name while bound to loopback, against DNS rebinding); then cross-site Origin /
+Sec-Fetch-Site (one origin may be allowed with --cors-origin); then the API key; then the
+JSON content type (multipart for OpenAI's image edits) and the body cap; last, a static
+name that is no file of the UI becomes the same JSON 404 as every other miss.
+
+CORS is hand-written rather than taken from aiohttp-cors: it is one configured origin,
+no credentials, and a preflight answer; a dependency would bring a general policy engine
+whose defaults are the thing to get wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from flux2cli.errors import Busy, Flux2Error
-from flux2cli.server.config import is_loopback_name
+from flux2cli.server.config import ServerConfig, is_loopback_name
 from flux2cli.server.openai_compat import MULTIPART_PATHS, is_openai_path, openai_error_response
 from flux2cli.server.responses import error_response
 from flux2cli.server.routes import STATIC_DIR
@@ -33,6 +38,10 @@ CONTENT_SECURITY_POLICY = (
 )
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+CORS_METHODS = "GET, POST, DELETE"
+CORS_HEADERS = "Authorization, Content-Type, X-API-Key, Last-Event-ID"
+CORS_EXPOSED = "Retry-After, Location"
+CORS_MAX_AGE = "600"
 
 
 def is_public(request: web.Request) -> bool:
@@ -79,7 +88,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as error:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
+        # The path is the client's: the server logger's filter escapes it (logs.EscapingFilter).
+        log.exception("unexpected error answering %s %s", request.method, request.path[:200])
         return _error_response(request, error)
 
 
@@ -91,16 +101,35 @@ def _error_response(request: web.Request, error: BaseException, **options) -> we
 
 @web.middleware
 async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """While bound to loopback, refuse requests addressed to another name (DNS rebinding)."""
+    """A Host that no URL can be built from is a 400 before any work (the OpenAI routes build
+    image URLs from it); while bound to loopback, another name is refused (DNS rebinding)."""
     if request.app[CONFIG].loopback and not is_loopback_name(host_name(request.headers.get(hdrs.HOST, ""))):
         raise web.HTTPForbidden(text="this server answers only requests addressed to localhost or 127.0.0.1")
+    try:
+        request.url  # noqa: B018 - yarl refuses a port past 65535 here, as it would later
+    except ValueError:
+        raise web.HTTPBadRequest(text="the Host header is not a valid host name and port") from None
     return await handler(request)
+
+
+def _allowed_origin(request: web.Request, config: ServerConfig) -> bool:
+    """The request comes from the one origin --cors-origin allows."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    return bool(config.cors_origin and origin and origin.lower().rstrip("/") == config.cors_origin)
 
 
 @web.middleware
 async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse cross-site requests: a foreign Origin, or Sec-Fetch-Site: cross-site."""
-    if not is_public(request):
+    """Refuse cross-site requests: a foreign Origin, or Sec-Fetch-Site: cross-site; the
+    origin of --cors-origin is let through, and its preflights answered here (they carry
+    no API key and have no route)."""
+    if _allowed_origin(request, request.app[CONFIG]):
+        if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
+            return web.Response(status=204, headers={
+                hdrs.ACCESS_CONTROL_ALLOW_METHODS: CORS_METHODS,
+                hdrs.ACCESS_CONTROL_ALLOW_HEADERS: CORS_HEADERS,
+                hdrs.ACCESS_CONTROL_MAX_AGE: CORS_MAX_AGE})
+    elif not is_public(request):
         fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
         origin = request.headers.get(hdrs.ORIGIN)
         if fetch_site == "cross-site":
@@ -154,8 +183,13 @@ async def static_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def _is_static_file(name: str) -> bool:
-    path = (STATIC_DIR / name).resolve()
-    return path.is_relative_to(STATIC_DIR) and path.is_file()
+    """False for anything but a UI file, including names the OS refuses to look up
+    (a NUL byte: ValueError; over NAME_MAX/PATH_MAX: OSError)."""
+    try:
+        path = (STATIC_DIR / name).resolve()
+        return path.is_relative_to(STATIC_DIR) and path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 MIDDLEWARES = (error_middleware, host_middleware, origin_middleware, api_key_middleware, body_middleware,
@@ -170,3 +204,7 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers.setdefault("Cache-Control", "no-store")
+    if _allowed_origin(request, request.app[CONFIG]):
+        headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = request.app[CONFIG].cors_origin
+        headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSED
+        headers.add(hdrs.VARY, "Origin")

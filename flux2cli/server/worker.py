@@ -5,18 +5,23 @@ Every generation the server makes goes through ``GenerationWorker``: the synchro
 queued ``POST /jobs``. All bookkeeping happens on the event loop; only the engine call
 runs in the worker thread, whose step callbacks hop back onto the loop with
 ``call_soon_threadsafe``. So ``/status`` reads plain attributes and never waits on a lock.
+
+The queue is bounded twice: by the number of waiting jobs and by the decoded pixels of
+the reference images they hold (a 70 KB PNG can decode to 50 MB), so a full queue costs
+a known amount of memory whatever the uploads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
-import queue
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -29,9 +34,28 @@ from flux2cli.pipeline.request import GenerationRequest
 
 log = logging.getLogger("flux2cli.server")
 
-QUEUED, RUNNING, DONE, ERROR, CANCELLED = "queued", "running", "done", "error", "cancelled"
+
+
+class JobState(str, enum.Enum):
+    """A job's state; a str, so JSON bodies, events and messages carry the plain names
+    (enum.StrEnum would do the same but needs Python 3.11)."""
+
+    __str__ = str.__str__
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+QUEUED, RUNNING, DONE, ERROR, CANCELLED = JobState
 FINISHED_STATES = frozenset({DONE, ERROR, CANCELLED})
 DEFAULT_QUEUE_SIZE = 8
+MAX_QUEUE_SIZE = 100
+# Decoded reference pixels that waiting jobs may hold together: two jobs with four
+# references of the largest size (5376x3072 each), about 400 MB as RGB.
+DEFAULT_REFERENCE_PIXEL_BUDGET = 2 * 4 * 5376 * 3072
 KEEP_FINISHED_JOBS = 64  # finished jobs stay readable through GET /jobs/{id} for a while
 DEFAULT_SECONDS_PER_STEP = 1.0  # until the first generation has been timed
 
@@ -59,7 +83,7 @@ class Job:
     request: GenerationRequest
     kind: str  # "generate" (POST /generate) or "job" (POST /jobs)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    state: str = QUEUED
+    state: JobState = QUEUED
     position: int | None = None  # 1 = next to run, while queued
     step: int = 0
     total_steps: int = 0
@@ -78,6 +102,11 @@ class Job:
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def reference_pixels(self) -> int:
+        """Decoded pixels its reference images hold (what the queue's budget counts)."""
+        return sum(ref.image.width * ref.image.height for ref in self.request.reference_images)
 
     def publish(self, event: str, data: dict[str, Any]) -> None:
         """Record an event and wake every listener (event-loop thread only)."""
@@ -141,12 +170,14 @@ class GenerationWorker:
     """One generation at a time; at most ``queue_size`` jobs waiting behind it."""
 
     def __init__(self, engine: GenerationEngine, output_dir: Path, *,
-                 queue_size: int = DEFAULT_QUEUE_SIZE, keep_finished: int = KEEP_FINISHED_JOBS):
-        if queue_size < 1:
-            raise ValueError("queue_size must be at least 1")
+                 queue_size: int = DEFAULT_QUEUE_SIZE, keep_finished: int = KEEP_FINISHED_JOBS,
+                 reference_pixel_budget: int = DEFAULT_REFERENCE_PIXEL_BUDGET):
+        if not 1 <= queue_size <= MAX_QUEUE_SIZE:
+            raise ValueError(f"queue_size must be from 1 to {MAX_QUEUE_SIZE}")
         self.engine = engine
         self.output_dir = Path(output_dir)
         self.queue_size = queue_size
+        self.reference_pixel_budget = reference_pixel_budget
         self.keep_finished = keep_finished
         self.written: set[str] = set()  # file names this server saved; GET /images serves only these
         self.history: deque[Job] = deque(maxlen=32)  # finished jobs of both kinds, newest last
@@ -158,15 +189,16 @@ class GenerationWorker:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
-        self._thread: threading.Thread | None = None
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._thread_main, name="flux2-generation", daemon=True)
-        self._thread.start()
+        # One worker thread: generations share one model and one device, so they run one
+        # at a time. Its thread is not a daemon; a generation asked to stop (shutdown sets
+        # every cancel event) ends at its next step, which exit waits for.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-generation")
         self._task = asyncio.create_task(self._run(), name="flux2-generation-worker")
 
     def begin_shutdown(self) -> None:
@@ -189,9 +221,8 @@ class GenerationWorker:
             except asyncio.TimeoutError:
                 log.warning("the running generation did not stop within %.0f s; leaving it behind", timeout)
                 self._task.cancel()
-        self._calls.put(None)
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- submitting and cancelling --------------------------------------------------
 
@@ -214,6 +245,17 @@ class GenerationWorker:
         if len(self._waiting) >= self.queue_size:
             raise Busy(f"the job queue is full ({self.queue_size} waiting); try again later")
 
+    def check_reference_budget(self, job: Job) -> None:
+        """Raise ``Busy`` when queuing ``job`` would put the waiting jobs' decoded reference
+        images over the budget; one job alone always fits when nothing else waits."""
+        pixels = job.reference_pixels
+        if not pixels or not self._waiting:
+            return
+        held = sum(waiting.reference_pixels for waiting in self._waiting)
+        if held + pixels > self.reference_pixel_budget:
+            raise Busy(f"the queued jobs already hold {held / 1e6:.0f} megapixels of reference images; "
+                       f"try again when the queue is shorter")
+
     def submit(self, request: GenerationRequest, *, exclusive: bool) -> Job:
         """Queue a generation. ``exclusive`` (POST /generate): only if nothing else is running."""
         if exclusive:
@@ -221,6 +263,7 @@ class GenerationWorker:
         else:
             self.check_can_queue()
         job = Job(request=request, kind="generate" if exclusive else "job")
+        self.check_reference_budget(job)
         if not exclusive:
             self._jobs[job.id] = job
         self._waiting.append(job)
@@ -292,7 +335,7 @@ class GenerationWorker:
         try:
             if job.cancel.is_set():
                 raise GenerationCancelled(0, job.total_steps)
-            saved, elapsed = await self._in_thread(work)
+            saved, elapsed = await asyncio.get_running_loop().run_in_executor(self._executor, work)
         except GenerationCancelled as error:
             if self._closing:
                 self._finish(job, error=_shutting_down())
@@ -342,36 +385,3 @@ class GenerationWorker:
         finished = [job_id for job_id, job in self._jobs.items() if job.is_finished]
         for job_id in finished[: max(0, len(finished) - self.keep_finished)]:
             del self._jobs[job_id]
-
-    # -- the thread side ------------------------------------------------------------
-
-    def _in_thread(self, function: Callable[[], Any]) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self._calls.put((function, future))
-        return future
-
-    def _thread_main(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        while True:
-            item = self._calls.get()
-            if item is None:
-                return
-            function, future = item
-            try:
-                outcome: tuple[Any, BaseException | None] = (function(), None)
-            except BaseException as error:  # handed to the loop, which decides what it means
-                outcome = (None, error)
-            try:
-                loop.call_soon_threadsafe(_settle, future, *outcome)
-            except RuntimeError:  # the loop is gone: nobody is waiting any more
-                return
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

@@ -113,3 +113,39 @@ def test_bodies_that_are_not_a_json_object_get_400(server, raw):
         assert reply.status == 400, (raw[:60], reply.status, reply.body[:200])
         assert "JSON" in assert_error(reply, 400)
         server.assert_survived()
+
+
+# -- bounded work per body (issue 18: one 31 MB body held the event loop for seconds) --------
+
+
+@pytest.mark.parametrize("path", ["/generate", "/jobs", "/v1/images/generations"])
+def test_a_body_of_millions_of_values_is_refused_before_it_is_parsed(server, path):
+    """Three million zeros in one field: counted in one pass, never built into a list."""
+    raw = b'{"prompt": "x", "steps": [' + b"0," * 3_000_000 + b'0]}'
+    reply = server.call("POST", path, raw=raw, headers={"Content-Type": "application/json"})
+    assert reply.status == 400, (reply.status, reply.body[:200])
+    body = reply.json()
+    message = body["error"]["message"] if isinstance(body["error"], dict) else body["error"]
+    assert "too many JSON values" in message and len(message) < 200
+    server.assert_survived()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("orientation", "y" * 2_000_000),
+    ("size", "y" * 2_000_000),
+    ("steps", [7] * 30_000),
+    ("seed", {str(i): i for i in range(10_000)}),
+    ("prompt", ["y" * 1000] * 1000),
+])
+def test_an_error_quotes_a_few_characters_of_a_huge_value(server, field, value):
+    reply = server.call("POST", "/generate", {"prompt": "x", field: value})
+    message = refused(server, reply, 400)
+    assert len(message) < 300 and message.count("y") < 60 and message.count("7") < 60, message[:300]
+
+
+def test_an_error_message_of_any_length_leaves_as_one_clipped_line():
+    from flux2cli.errors import InvalidRequest
+    from flux2cli.server.responses import MAX_MESSAGE_CHARS, error_parts
+
+    status, text, _ = error_parts(InvalidRequest("bad\n" + "x " * 5_000_000))
+    assert status == 400 and len(text) <= MAX_MESSAGE_CHARS and "\n" not in text and text.endswith("…")
