@@ -14,6 +14,10 @@ downloaded. The layouts follow the real repositories:
   ``gguf`` package in the three key layouts found in the wild.
 * ``black-forest-labs/FLUX.2-klein-4B`` / ``-9B``: a ``Flux2KleinPipeline`` folder with a
   Qwen3 text encoder.
+* ``black-forest-labs/FLUX.2-klein-base-4B`` / ``-base-9B``: the same layout, saved with
+  ``is_distilled: false`` in ``model_index.json`` (the undistilled models run CFG).
+* ``black-forest-labs/FLUX.2-klein-9b-kv``: the same components under a
+  ``Flux2KleinKVPipeline`` index.
 
 ``install_in_hf_cache`` puts a folder into a Hugging Face cache (``models--org--name``,
 ``snapshots/<commit>``, ``refs/main``) so the registry entries resolve through the real
@@ -85,6 +89,9 @@ DEV_REPO = "black-forest-labs/FLUX.2-dev"
 BNB_REPO = "diffusers/FLUX.2-dev-bnb-4bit"
 GGUF_REPO = "city96/FLUX.2-dev-gguf"
 KLEIN_4B_REPO = "black-forest-labs/FLUX.2-klein-4B"
+KLEIN_BASE_4B_REPO = "black-forest-labs/FLUX.2-klein-base-4B"
+KLEIN_BASE_9B_REPO = "black-forest-labs/FLUX.2-klein-base-9B"
+KLEIN_9B_KV_REPO = "black-forest-labs/FLUX.2-klein-9b-kv"
 
 
 # --------------------------------------------------------------------------- components
@@ -195,14 +202,15 @@ def build_dev_folder(out: Path) -> Path:
     return out
 
 
-def build_klein_folder(out: Path) -> Path:
-    """A ``Flux2KleinPipeline`` folder in the layout of ``black-forest-labs/FLUX.2-klein-4B``."""
-    from diffusers import Flux2KleinPipeline
+def build_klein_folder(out: Path, *, distilled: bool = True, pipeline: str = "Flux2KleinPipeline") -> Path:
+    """A ``Flux2KleinPipeline`` folder in the layout of ``black-forest-labs/FLUX.2-klein-4B``;
+    ``distilled=False`` is the base models' layout, ``pipeline="Flux2KleinKVPipeline"`` the KV one's."""
+    import diffusers
 
     tokenizer = build_tokenizer()
-    pipe = Flux2KleinPipeline(scheduler=build_scheduler(), vae=build_vae(), tokenizer=tokenizer,
-                              text_encoder=build_qwen3(len(tokenizer)),
-                              transformer=build_transformer(guidance_embeds=False), is_distilled=True)
+    pipe = getattr(diffusers, pipeline)(scheduler=build_scheduler(), vae=build_vae(), tokenizer=tokenizer,
+                                        text_encoder=build_qwen3(len(tokenizer)),
+                                        transformer=build_transformer(guidance_embeds=False), is_distilled=distilled)
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 
@@ -391,7 +399,7 @@ def install_in_hf_cache(cache: Path, repo: str, source: Path | dict[str, Path]) 
 
 # --------------------------------------------------------------------------- a whole session's set
 
-STANDINS_VERSION = "1"  # bump when a builder changes, so cached sets are rebuilt
+STANDINS_VERSION = "2"  # bump when a builder changes, so cached sets are rebuilt
 
 
 class StandIns:
@@ -401,6 +409,8 @@ class StandIns:
         self.root = root
         self.dev = root / "dev"
         self.klein = root / "klein"
+        self.klein_base = root / "klein-base"
+        self.klein_kv = root / "klein-kv"
         self.bnb = root / "bnb"
         self.gguf_dir = root / "gguf"
         self.cache = root / "hub"
@@ -426,6 +436,8 @@ def prepare(root: Path) -> StandIns:
     root.mkdir(parents=True)
     build_dev_folder(s.dev)
     build_klein_folder(s.klein)
+    build_klein_folder(s.klein_base, distilled=False)
+    build_klein_folder(s.klein_kv, pipeline="Flux2KleinKVPipeline")
     build_bnb_folder(s.dev, s.bnb)
     s.gguf_dir.mkdir()
     state = transformer_state(s.dev)
@@ -435,6 +447,9 @@ def prepare(root: Path) -> StandIns:
     install_in_hf_cache(s.cache, DEV_REPO, s.dev)
     install_in_hf_cache(s.cache, BNB_REPO, s.bnb)
     install_in_hf_cache(s.cache, KLEIN_4B_REPO, s.klein)
+    install_in_hf_cache(s.cache, KLEIN_BASE_4B_REPO, s.klein_base)
+    install_in_hf_cache(s.cache, KLEIN_BASE_9B_REPO, s.klein_base)
+    install_in_hf_cache(s.cache, KLEIN_9B_KV_REPO, s.klein_kv)
     # The registry's file names, with files gguf-py can write (it writes no K-quants:
     # the q4 entry's Q4_K_S name holds a Q4_0 file here).
     install_in_hf_cache(s.cache, GGUF_REPO, {"flux2-dev-Q8_0.gguf": s.gguf("Q8_0", "comfy"),

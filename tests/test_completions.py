@@ -59,7 +59,8 @@ def test_bash_completes_commands_options_and_model_names():
     assert _bash_complete("flux2 gen") == ["generate"]
     assert "--from-image" in _bash_complete("flux2 generate --fr")
     assert _bash_complete("flux2 generate --model ti") == ["tiny"]
-    assert set(_bash_complete("flux2 serve --model klein")) == {"klein-4b", "klein-9b"}
+    assert set(_bash_complete("flux2 serve --model klein")) == {"klein-4b", "klein-9b", "klein-base-4b", "klein-base-9b",
+                                                                  "klein-9b-kv"}
     assert _bash_complete("flux2 serve --offload s") == ["sequential"]
     assert _bash_complete("flux2 generate --vae-tiling o") == ["on", "off"]
 

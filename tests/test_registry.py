@@ -8,7 +8,7 @@ from flux2cli.settings import default_model
 def test_expected_entries_exist():
     names = {spec.name for spec in MODELS}
     assert names == {"dev-bnb4", "dev", "dev-gguf-bf16", "dev-gguf-q8", "dev-gguf-q4",
-                     "klein-4b", "klein-9b", "tiny"}
+                     "klein-4b", "klein-9b", "klein-base-4b", "klein-base-9b", "klein-9b-kv", "tiny"}
 
 
 def test_spec_default_is_4bit_dev():
@@ -49,8 +49,11 @@ def test_aliases_and_unknown_names():
 
 def test_klein_models_are_distilled_and_dev_is_not():
     for spec in MODELS:
-        assert spec.distilled == (spec.family in ("klein", "tiny"))
-        assert spec.pipeline_class == ("Flux2Pipeline" if spec.family == "dev" else "Flux2KleinPipeline")
+        assert spec.distilled == (spec.family in ("klein", "tiny") and not spec.cfg)
+        assert spec.cfg == spec.name.startswith("klein-base")
+        expected = "Flux2Pipeline" if spec.family == "dev" else (
+            "Flux2KleinKVPipeline" if spec.name.endswith("-kv") else "Flux2KleinPipeline")
+        assert spec.pipeline_class == expected
         lo, hi = spec.step_range
         assert lo <= spec.default_steps <= hi
 

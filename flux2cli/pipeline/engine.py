@@ -112,7 +112,7 @@ class Engine:
             if kwargs["guidance_scale"] > 1 and not self.pipe.config.is_distilled:
                 kwargs["negative_prompt_embeds"], more = self.encoder.encode(self.embedding_key(""))
                 encoding += more
-        else:
+        elif self.spec.pipeline_class == "Flux2Pipeline":  # Flux2KleinKVPipeline takes no guidance
             kwargs["guidance_scale"] = request.guidance
 
         def step_end(pipe, index, timestep, callback_kwargs):

@@ -58,6 +58,10 @@ class ModelSpec:
     encoder_memory_gb: float = 0.0  # what a local text encoder adds to memory_gb ([dev] only)
     download_gb: float | None = None  # rough size of what a run downloads (local encoder included)
     notes: tuple[str, ...] = field(default=())
+    # Runs classifier-free guidance (an undistilled model): two transformer passes a step,
+    # the second against a negative prompt. Guidance-distilled [dev] embeds its guidance
+    # instead and step-distilled [klein] takes none; both would ignore a negative prompt.
+    cfg: bool = False
 
     @property
     def distilled(self) -> bool:
@@ -112,6 +116,12 @@ def _klein(name: str, display_name: str, **entry) -> ModelSpec:
         "max_sequence_length": 512, "text_encoder_out_layers": _KLEIN_LAYERS, **entry})
 
 
+def _klein_base(name: str, display_name: str, **entry) -> ModelSpec:
+    """FLUX.2 [klein] base: the undistilled checkpoints, ~50 steps of classifier-free guidance at ~4."""
+    return _klein(name, display_name, default_steps=50, step_range=(1, 100), default_guidance=4.0, cfg=True,
+                  **entry)
+
+
 MODELS: tuple[ModelSpec, ...] = (
     _dev("dev-bnb4", "FLUX.2-dev-bnb-4bit", repo="diffusers/FLUX.2-dev-bnb-4bit", quantization="bnb-nf4",
          memory_gb=18.0, encoder_memory_gb=14.0, download_gb=33.0, aliases=("dev-4bit", "bnb4"),
@@ -128,6 +138,17 @@ MODELS: tuple[ModelSpec, ...] = (
     _klein("klein-9b", "FLUX.2-klein-9B", repo="black-forest-labs/FLUX.2-klein-9B",
            license="FLUX Non-Commercial License", gated=True, memory_gb=29.0, download_gb=35.0, aliases=("klein9b",),
            description="FLUX.2 [klein] 9B, step-distilled (4 steps), Qwen3 8B text encoder"),
+    _klein_base("klein-base-4b", "FLUX.2-klein-base-4B", repo="black-forest-labs/FLUX.2-klein-base-4B",
+                license="Apache-2.0", gated=False, memory_gb=13.0, download_gb=16.0, aliases=("klein-base",),
+                description="FLUX.2 [klein] 4B base, undistilled (50 steps, CFG, negative prompts), Qwen3 4B encoder"),
+    _klein_base("klein-base-9b", "FLUX.2-klein-base-9B", repo="black-forest-labs/FLUX.2-klein-base-9B",
+                license="FLUX Non-Commercial License", gated=True, memory_gb=29.0, download_gb=35.0,
+                description="FLUX.2 [klein] 9B base, undistilled (50 steps, CFG, negative prompts), Qwen3 8B encoder"),
+    # Repo name as diffusers' Flux2KleinKVPipeline example spells it.
+    _klein("klein-9b-kv", "FLUX.2-klein-9B-KV", repo="black-forest-labs/FLUX.2-klein-9b-kv",
+           pipeline_class="Flux2KleinKVPipeline", license="FLUX Non-Commercial License", gated=True,
+           memory_gb=29.0, download_gb=35.0,
+           description="FLUX.2 [klein] 9B, step-distilled, reference images' attention cached after the first step"),
     _klein("tiny", "flux2-tiny", family="tiny", repo=None, local_dir=PACKAGE_MODELS / "tiny", quantization="fp32",
            default_steps=8, max_sequence_length=32, license="Apache-2.0", gated=False, memory_gb=0.1,
            description="embedded FLUX.2 [klein]-architecture demo model: coloured shapes, runs on CPU",
