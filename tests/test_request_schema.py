@@ -35,9 +35,10 @@ def _body_schema(document: dict) -> dict:
 
 
 def _typed(property_schema: dict) -> dict:
-    """The non-null branch of an optional field's anyOf (the prompt has none)."""
+    """The non-null branch of an optional field's anyOf (the prompt has none); a field the
+    loaded model cannot use (negative_prompt on a distilled model) has only null."""
     branches = property_schema.get("anyOf", [property_schema])
-    return next(b for b in branches if b.get("type") not in ("null", None) or "enum" in b)
+    return next((b for b in branches if b.get("type") not in ("null", None) or "enum" in b), branches[0])
 
 
 def _edge_values(name: str, schema: dict) -> list:
@@ -59,6 +60,8 @@ def _edge_values(name: str, schema: dict) -> list:
         return ["", " ", "a", " a ", "x" * top, "x" * (top + 1), "a\x00b", "a\tb\nc", "\x1b[2J", None]
     if kind == "string":  # a reference image
         return [IMAGE, "", None]
+    if kind == "null":
+        return ["a", "", None]
     if kind == "array":
         top = schema["maxItems"]
         return [[IMAGE] * top, [IMAGE] * (top + 1), [], None]

@@ -37,6 +37,8 @@ def generate(
         "--input-image", "-i", metavar="PATH", help="Reference image (PNG/JPEG/WebP); repeat for several.")] = None,
     strength: Annotated[Optional[float], typer.Option(
         "--strength", show_default=False, help=FIELD["strength"].option_help())] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option(
+        "--negative-prompt", metavar="TEXT", show_default=False, help=FIELD["negative_prompt"].option_help())] = None,
     output_dir: opt.OutputDirOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     full_model: opt.FullModelOpt = False,
@@ -64,7 +66,7 @@ def generate(
     parsed = parse_modifiers(prompt or "")
     settings = {"orientation": orientation and orientation.strip().lower(), "size": size and normalize_size(size),
                 "width": width, "height": height, "steps": steps, "seed": seed, "batch": batch,
-                "guidance": guidance}
+                "guidance": guidance, "negative_prompt": negative_prompt}
     settings.update(parsed.overrides)
     references = [load_reference_file(path) for path in input_image or ()]
     notices: tuple[str, ...] = ()

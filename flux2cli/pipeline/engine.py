@@ -107,10 +107,12 @@ class Engine:
         embeds, encoding = self.encoder.encode(self.embedding_key(request.prompt))
         kwargs: dict[str, Any] = {}
         if self.spec.pipeline_class == "Flux2KleinPipeline":
-            # Distilled klein refuses guidance > 1; undistilled klein runs CFG against "".
+            # Distilled klein refuses guidance > 1; undistilled klein runs CFG against the
+            # negative prompt ("" unless given), cached like any prompt.
             kwargs["guidance_scale"] = 1.0 if request.guidance is None else request.guidance
             if kwargs["guidance_scale"] > 1 and not self.pipe.config.is_distilled:
-                kwargs["negative_prompt_embeds"], more = self.encoder.encode(self.embedding_key(""))
+                negative = self.embedding_key(request.negative_prompt or "")
+                kwargs["negative_prompt_embeds"], more = self.encoder.encode(negative)
                 encoding += more
         elif self.spec.pipeline_class == "Flux2Pipeline":  # Flux2KleinKVPipeline takes no guidance
             kwargs["guidance_scale"] = request.guidance

@@ -73,6 +73,9 @@ class Field:
     openai: str | None = None  # its name on the OpenAI Images routes, where it has one
     model_bound: bool = False  # its range is the loaded model's, named in messages
     max_items: int | None = None
+    # Whether a model can use the field at all; one that cannot takes only null (and says why).
+    applies: Callable[[ModelSpec], bool] | None = None
+    unused_text: str = ""  # why a model the field does not apply to refuses it
 
     def bounds(self, spec: ModelSpec | None) -> tuple[Any, Any]:
         def read(bound: Bound) -> Any:
@@ -171,6 +174,9 @@ class Field:
         if self.default_text:
             description += f" Default: {self.default_text}."
         schema["description"] = description if self.reference else f"Addition. {description}"
+        if spec is not None and self.applies is not None and not self.applies(spec):
+            return {"type": "null", "description": f"{schema['description']} {spec.display_name} "
+                                                   f"{self.unused_text}: only null."}
         if self.default is not None:
             schema["default"] = self.default
         if self.name == "prompt":
@@ -195,6 +201,10 @@ def _widest(spec: ModelSpec) -> int:
 
 def _tallest(spec: ModelSpec) -> int:
     return max(height for _, height in spec.largest_sizes())
+
+
+def _runs_cfg(spec: ModelSpec) -> bool:
+    return spec.cfg
 
 
 _FITS = "a multiple of 16; width x height must fit within one of the model's 4mp sizes"
@@ -229,6 +239,8 @@ FIELD: dict[str, Field] = {field.name: field for field in (
           maximum=MAX_GUIDANCE, default_text="the model's (4.0 for [dev] and klein base)", openai="guidance"),
     Field("input_images", "images", "Several reference images, after input_image.", stored=False,
           max_items=MAX_REFERENCE_IMAGES),
+    Field("negative_prompt", "text", "What to steer away from, for models that run classifier-free guidance "
+          "(klein base); others refuse it.", applies=_runs_cfg, unused_text="runs no classifier-free guidance"),
 )}
 
 

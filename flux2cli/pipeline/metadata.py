@@ -147,6 +147,8 @@ def plan_replay(stored: ImageParameters, given: dict[str, Any], *, prompt: str =
         spec = resolve_model(None, default=default_model)
     if spec.distilled and "guidance" not in given:
         settings.pop("guidance", None)
+    if not spec.cfg and "negative_prompt" not in given:  # the other model's, which that model refuses
+        settings.pop("negative_prompt", None)
 
     notices = []
     if stored.extra.get("reference_images") and not references:
@@ -165,5 +167,5 @@ def replay_command(params: ImageParameters) -> str:
         value = params.settings.get(key)
         # strength needs the reference images again, and they are not stored
         if value is not None and key != "strength" and not (key == "batch" and value == 1):
-            args += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
+            args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(args)

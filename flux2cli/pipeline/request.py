@@ -3,8 +3,8 @@
 The CLI, the REPL and the server all build it through ``GenerationRequest.create``,
 which is the only place user values are checked; the engine trusts it. Each field's
 type, bounds and messages are declared once in ``fields.py``; this module adds the rules
-that involve several fields (dimensions, strength without an image, guidance on
-distilled models).
+that involve several fields (dimensions, strength without an image, guidance and negative
+prompts on distilled models).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class GenerationRequest:
     size: str | None = None
     reference_images: tuple[ReferenceImage, ...] = ()
     strength: float | None = None
+    negative_prompt: str | None = None  # only for models that run classifier-free guidance
     raw_input: str | None = None  # what the user typed, modifiers included
     notices: tuple[str, ...] = ()  # things the user should hear, e.g. an ignored setting
 
@@ -106,6 +107,16 @@ class GenerationRequest:
         elif checked["guidance"] is None:
             checked["guidance"] = spec.default_guidance
 
+        if checked["negative_prompt"] is not None:
+            checked["negative_prompt"] = _prompt(checked["negative_prompt"], "negative_prompt")
+            if not spec.cfg:
+                kind = "guidance-distilled" if spec.default_guidance is not None else "step-distilled"
+                raise InvalidRequest(f"{spec.display_name} is {kind} and would ignore negative_prompt; "
+                                     "negative prompts need a model that runs classifier-free guidance "
+                                     "(klein-base-4b, klein-base-9b)", field="negative_prompt")
+            if checked["guidance"] <= 1:
+                notices.append("guidance 1 or below runs no classifier-free guidance: the negative prompt is ignored")
+
         references = tuple(reference_images)
         if checked["strength"] is not None and not references:
             raise InvalidRequest("strength needs a reference image; add an input image or drop strength",
@@ -116,23 +127,25 @@ class GenerationRequest:
                    **checked)
 
 
-def _prompt(value: Any) -> str:
+def _prompt(value: Any, name: str = "prompt") -> str:
+    """A prompt (or negative prompt), checked as the schema's text fields say."""
     def refuse(message: str) -> InvalidRequest:
-        return InvalidRequest(message, field="prompt")
+        return InvalidRequest(message, field=name)
 
     if not isinstance(value, str):
-        raise refuse("prompt must be a text string")
+        raise refuse(f"{name} must be a text string")
     if len(value) > MAX_PROMPT_CHARS:
-        raise refuse(f"prompt is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}")
+        raise refuse(f"{name} is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}")
     text = value.strip()
     if not text:
-        raise refuse("prompt is empty; describe the image to generate")
+        raise refuse("prompt is empty; describe the image to generate" if name == "prompt"
+                     else f"{name} is empty; give some text or leave it out")
     if any(ord(ch) < 32 and ch not in _ALLOWED_CONTROL for ch in text):
-        raise refuse("prompt contains control characters (such as NUL); remove them")
+        raise refuse(f"{name} contains control characters (such as NUL); remove them")
     try:  # JSON "\ud800" or undecodable argv bytes; the tokenizer and the sidecar would choke later
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise refuse("prompt is not valid Unicode text (it has unpaired surrogates)") from None
+        raise refuse(f"{name} is not valid Unicode text (it has unpaired surrogates)") from None
     return text
 
 

@@ -81,6 +81,10 @@ def _strength(session: ReplSession, arg: str, line: str) -> Action:
     return session.set_strength(arg)
 
 
+def _negative(session: ReplSession, arg: str, line: str) -> Action:
+    return session.set_negative(arg)
+
+
 def _show(session: ReplSession, arg: str, line: str) -> Action:
     return Reply(session.describe())
 
@@ -116,6 +120,8 @@ COMMANDS: tuple[Command, ...] = (
             args="PATH|off", paths=True),
     Command("/strength", "share of the steps re-run over the reference, above 0 to 1", _strength,
             args="<number>"),
+    Command("/negative", "negative prompt for the prompts that follow (klein base); `/negative off` drops it",
+            _negative, args="TEXT|off"),
     Command("/show", "show the current settings", _show),
     Command("/help", "this list", _help, aliases=("help", "?")),
 )

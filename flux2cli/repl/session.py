@@ -38,6 +38,7 @@ class Settings:
     batch: int = 1
     reference: ReferenceImage | None = None
     strength: float | None = None  # None: the default strength when there is a reference
+    negative_prompt: str | None = None  # /negative TEXT, for models that run classifier-free guidance
 
     def request_kwargs(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class Settings:
             "batch": self.batch,
             "reference_images": (self.reference,) if self.reference else (),
             "strength": self.strength,
+            "negative_prompt": self.negative_prompt,
         }
 
 
@@ -122,6 +124,16 @@ class ReplSession:
         self.settings = self._checked(replace(self.settings, reference=load_reference_file(path)))
         return Reply(f"now: {self._reference_text()}", "note")
 
+    def set_negative(self, arg: str) -> Action:
+        """/negative TEXT: what the prompts that follow steer away from; `/negative off` drops it."""
+        if not arg:
+            raise InvalidRequest("/negative needs text to steer away from, or `off` to drop the negative prompt")
+        if arg.lower() in CLEAR_WORDS:
+            self.settings = replace(self.settings, negative_prompt=None)
+            return Reply("now: no negative prompt", "note")
+        self.settings = self._checked(replace(self.settings, negative_prompt=arg))
+        return Reply(f"now: negative prompt {arg!r}", "note")
+
     def set_strength(self, arg: str) -> Action:
         try:
             value = float(arg)
@@ -156,6 +168,7 @@ class ReplSession:
             ("seed", "random for each generation" if s.seed is None else f"{s.seed}, fixed (/seed random)"),
             ("batch", str(s.batch)),
             ("reference", self._reference_text() if s.reference else "none"),
+            ("negative", repr(s.negative_prompt) if s.negative_prompt else "none"),
             ("last", "nothing yet" if self.last_prompt is None
              else f"{self.last_prompt!r}" + (f", seed {self.last_seed}" if self.last_seed is not None else "")),
         ]
