@@ -191,3 +191,38 @@ def test_uploaded_images_reach_the_engine_as_reference_images(tmp_path):
     assert with_strength.strength == 0.5
     assert default_strength.strength == 0.75  # the spec's default, applied because an image was given
     assert plain.reference_images == () and plain.strength is None  # no image: strength is unused
+
+
+def test_job_states_are_an_enum_that_travels_as_plain_strings(tmp_path):
+    import json
+
+    from flux2cli.server.worker import DONE, QUEUED, JobState
+
+    assert json.dumps({"state": QUEUED}) == '{"state": "queued"}' and f"{DONE}" == str(DONE) == "done"
+    assert [state.value for state in JobState] == ["queued", "running", "done", "error", "cancelled"]
+    engine = FakeEngine()
+    with _server(tmp_path, engine) as server:
+        job = _job(server, "enum", steps=1)
+        events = list(server.events(job))
+        assert [e["data"]["state"] for e in events if "state" in e["data"]][-1] == "done"
+        assert server.call("GET", f"/jobs/{job}").json()["state"] == "done"
+        assert server.call("DELETE", f"/jobs/{job}").json()["error"] == "the job has already finished (done)"
+
+
+def test_generations_run_on_the_one_worker_thread(tmp_path):
+    import threading
+
+    seen = []
+    engine = FakeEngine()
+    real = engine.generate_and_save
+
+    def recording(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    engine.generate_and_save = recording
+    with _server(tmp_path, engine) as server:
+        for i in range(3):
+            _job(server, f"t{i}", steps=1)
+        server.wait_until(lambda: len(seen) == 3 and not server.worker.busy, what="three jobs")
+    assert len(set(seen)) == 1 and seen[0].startswith("flux2-generation")
