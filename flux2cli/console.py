@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 from flux2cli.pipeline.events import StepCallback, StepEvent
 
@@ -20,25 +21,82 @@ stderr = Console(stderr=True, highlight=False)
 def notice(message: str) -> None:
     """One line on stderr. Messages are plain text and may quote a server's answer or a
     prompt, so they are never read as rich markup."""
-    from rich.markup import escape
-
     stderr.print(f"[yellow]note:[/] {escape(message)}", markup=True)
 
 
+PREVIEW_CELLS = 32  # columns of a terminal preview; each cell shows two pixels, one above the other
+
+
+def previews_wanted(console: Console, flag: bool | None) -> bool:
+    """Draw previews only on a colour terminal, unless --no-preview or FLUX2_PREVIEW=0."""
+    from flux2cli.settings import resolve
+
+    if not console.is_terminal or console.no_color or console.color_system is None:
+        return False
+    wanted = resolve("preview", flag)
+    return wanted is None or bool(wanted)
+
+
+def half_blocks(image, cells: int = PREVIEW_CELLS):
+    """A PIL image as rich text: '▀' cells, the top pixel in the foreground colour and
+    the bottom one in the background colour (true colour where the terminal has it)."""
+    from rich.color import Color
+    from rich.style import Style
+    from rich.text import Text
+
+    rows = max(2, round(cells * image.height / image.width / 2) * 2)
+    pixels = image.convert("RGB").resize((cells, rows)).load()
+    text = Text()
+    for y in range(0, rows, 2):
+        for x in range(cells):
+            text.append("▀", Style(color=Color.from_rgb(*pixels[x, y]), bgcolor=Color.from_rgb(*pixels[x, y + 1])))
+        if y + 2 < rows:
+            text.append("\n")
+    return text
+
+
 @contextmanager
-def step_progress(label: str, total_steps: int) -> Iterator[StepCallback]:
-    """A progress bar on stderr; yields the ``on_step`` callback that advances it."""
+def step_progress(label: str, total_steps: int, *, console: Console = stderr,
+                  preview: bool = False) -> Iterator[StepCallback]:
+    """A progress bar on ``console``, with the image forming under it when ``preview``;
+    yields the ``on_step`` callback (safe to call from the generating thread)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=stderr, transient=True)
-    task = progress.add_task(label, total=total_steps)
+    if not console.is_terminal:  # a log file gets no bar frames
+        yield lambda event: None
+        return
+
+    class PreviewProgress(Progress):
+        drawing = None
+
+        def get_renderables(self):
+            yield from super().get_renderables()
+            if self.drawing is not None:
+                yield self.drawing
+
+    progress = PreviewProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("steps"), TimeElapsedColumn(), console=console, transient=True)
+    task = progress.add_task(escape(label), total=total_steps)
+    every = max(1, total_steps // 6)  # a few redraws a generation, whatever its length
 
     def on_step(event: StepEvent) -> None:
+        if preview and event.preview is not None and (event.step % every == 0 or event.step == event.total_steps):
+            image = event.preview()
+            if image is not None:
+                progress.drawing = half_blocks(image)
         progress.update(task, completed=event.step)
 
     with progress:
         yield on_step
+
+
+def thumbnail(console: Console, path) -> None:
+    """The saved image, small, under its file name (only where previews are drawn)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.thumbnail((PREVIEW_CELLS * 4, PREVIEW_CELLS * 4))
+        console.print(half_blocks(image))
 
 
 def format_timings(timings: dict[str, float]) -> str:

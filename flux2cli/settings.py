@@ -41,7 +41,11 @@ SETTINGS: tuple[Setting, ...] = (
             "API key `flux2 serve` requires (Authorization: Bearer KEY or X-API-Key: KEY)", secret=True),
     Setting("host", "FLUX2_HOST", "address `flux2 serve` binds (default 127.0.0.1)"),
     Setting("port", "FLUX2_PORT", "port `flux2 serve` listens on (default 2222; 0 picks a free one)", kind="port"),
+    Setting("server", "FLUX2_SERVER", "a running `flux2 serve` that `flux2 generate` sends its requests to "
+            "(default: http://127.0.0.1:FLUX2_PORT when it runs the requested model; off: always in-process)"),
     Setting("debug", "FLUX2_DEBUG", "set to 1 to show tracebacks", kind="flag"),
+    Setting("preview", "FLUX2_PREVIEW", "set to 0 to draw no image previews in the terminal (default: drawn "
+            "on a colour terminal)", kind="flag"),
     Setting("home", "FLUX2_HOME", "folder for history and config.toml (default: the user data folder)",
             kind="path", in_file=False),
     Setting("config", "FLUX2_CONFIG", "the config file to read (default: config.toml in FLUX2_HOME, "
@@ -188,6 +192,8 @@ def _check_text(setting: Setting, value: str) -> Any:
             raise ValueError(str(error)) from None
     if setting.key == "encoder_url" and not value.startswith(("http://", "https://")):
         raise ValueError(f"must be an http(s):// URL (got {value!r})")
+    if setting.key == "server" and not value.startswith(("http://", "https://")) and value.lower() != "off":
+        raise ValueError(f"must be an http(s):// URL, or off (got {value!r})")
     return value
 
 

@@ -1,5 +1,7 @@
 """`flux2 repl`: load the model once, then prompt (the spec's interactive loop)."""
 
+from typing import Annotated
+
 import typer
 
 from flux2cli.commands import options as opt
@@ -16,6 +18,8 @@ def repl(
     compile: opt.CompileOpt = False,
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
+    no_preview: Annotated[bool, typer.Option(
+        "--no-preview", help="Draw no image preview under the progress bar (else FLUX2_PREVIEW).")] = False,
 ) -> None:
     """Interactive prompt loop: history, Tab completion, /commands, cached embeddings."""
     from flux2cli.pipeline.registry import resolve_model
@@ -30,4 +34,4 @@ def repl(
 
     engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
                              offload=offload, vae_tiling=vae_tiling)
-    raise typer.Exit(run_repl(session, engine, output_dir))
+    raise typer.Exit(run_repl(session, engine, output_dir, preview=False if no_preview else None))

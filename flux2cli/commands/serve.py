@@ -43,7 +43,7 @@ def serve(
     from flux2cli.pipeline.output import prepare_output_dir
     from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, parse_origin
 
-    spec = resolve_model(model, full_model=full_model, gguf=gguf)
+    spec = resolve_model(model, full_model=full_model, gguf=gguf, default=settings.default_model())
     port = settings.resolve("port", port)
     config = ServerConfig(host=settings.resolve("host", host) or DEFAULT_HOST,
                           port=DEFAULT_PORT if port is None else port,

@@ -25,6 +25,7 @@ from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.img2img import fit_reference, sdedit_start
 from flux2cli.pipeline.loading import LoadOptions, load_model_parts
 from flux2cli.pipeline.output import SavedImage, save_images
+from flux2cli.pipeline.preview import LinearMap, Previewer
 from flux2cli.pipeline.registry import ModelSpec, get_model
 from flux2cli.pipeline.request import GenerationRequest
 
@@ -46,6 +47,7 @@ class Engine:
         self.encoder = CachedEncoder(encoder or LocalTextEncoder(pipe))
         self.load_notices: tuple[str, ...] = ()  # one-line notes from loading (encoder, offload)
         self._lock = threading.Lock()
+        self.previewer = Previewer(pipe, LinearMap.read(spec.local_dir))
 
     @classmethod
     def load(cls, model: ModelSpec | str, options: LoadOptions | None = None) -> Engine:
@@ -117,9 +119,17 @@ class Engine:
         elif self.spec.pipeline_class == "Flux2Pipeline":  # Flux2KleinKVPipeline takes no guidance
             kwargs["guidance_scale"] = request.guidance
 
+        previous: list[Any] = [None]  # the latents one step before, for the preview's x0 estimate
+
         def step_end(pipe, index, timestep, callback_kwargs):
+            latents = callback_kwargs.get("latents")
             if on_step is not None:
-                on_step(StepEvent(index + 1, steps_run, request.batch))
+                sigmas = self.previewer.sigmas()
+                before = previous[0]
+                preview = None if latents is None or before is None else (lambda: self.previewer.render(
+                    latents, request.height, request.width, previous=before, sigmas=sigmas))
+                on_step(StepEvent(index + 1, steps_run, request.batch, preview=preview))
+            previous[0] = latents
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled(index + 1, steps_run)
             return callback_kwargs

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -11,6 +11,9 @@ class StepEvent:
     step: int  # 1-based: the step that just finished
     total_steps: int
     batch: int  # images denoised together in this step
+    # Draws a preview of the image so far (a small PIL image) when called, inside the
+    # callback; None where the engine has none (fakes). Costs only when someone asks.
+    preview: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
 
 
 StepCallback = Callable[[StepEvent], None]

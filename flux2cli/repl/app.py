@@ -21,12 +21,11 @@ from typing import Any, Iterator, Protocol, TextIO
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flux2cli.console import format_timings
+from flux2cli.console import format_timings, previews_wanted, step_progress, thumbnail
 from flux2cli.console import stderr as default_err
 from flux2cli.errors import Flux2Error, GenerationCancelled
-from flux2cli.pipeline.events import StepCallback, StepEvent
+from flux2cli.pipeline.events import StepCallback
 from flux2cli.pipeline.request import GenerationRequest
 from flux2cli.repl.actions import Action, Generate, Quit, Reply
 from flux2cli.repl.session import ReplSession
@@ -109,12 +108,13 @@ def open_history(err: Console = default_err) -> Any:
 
 class ReplApp:
     def __init__(self, session: ReplSession, engine: Any, output_dir: Path, *,
-                 out: Console | None = None, err: Console | None = None):
+                 out: Console | None = None, err: Console | None = None, preview: bool | None = None):
         self.session = session
         self.engine = engine
         self.output_dir = output_dir
         self.out = out or Console(highlight=False)
         self.err = err or default_err
+        self.preview = previews_wanted(self.err, preview)  # preview: False for --no-preview, else None
 
     def banner(self) -> None:
         self.err.print(f"{escape(self.session.spec.display_name)} ready. Type a prompt; /help lists the "
@@ -183,6 +183,8 @@ class ReplApp:
         for saved in outcome["saved"]:
             self.out.print(f"{saved.path}  seed {saved.seed}  ({format_timings(saved.timings)})",
                            markup=False, soft_wrap=True)
+        if self.preview and outcome["saved"]:
+            thumbnail(self.err, outcome["saved"][0].path)
 
     def _wait(self, done: threading.Event, cancel: threading.Event) -> None:
         """Wait for the worker, saying once when a Ctrl-C asked it to stop."""
@@ -197,22 +199,10 @@ class ReplApp:
             except KeyboardInterrupt:  # only where _ctrl_c_sets could not take SIGINT over
                 cancel.set()
 
-    @contextmanager
-    def _progress(self, request: GenerationRequest) -> Iterator[StepCallback]:
-        """A per-step bar on stderr, gone when the step count is done."""
-        if not self.err.is_terminal:  # a log file gets no bar frames
-            yield lambda event: None
-            return
+    def _progress(self, request: GenerationRequest):
+        """A per-step bar on stderr (the image forming under it), gone when the steps are done."""
         label = f"{request.width}x{request.height}" + (f" x{request.batch}" if request.batch > 1 else "")
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("steps"), TimeElapsedColumn(), console=self.err, transient=True)
-        task = progress.add_task(escape(label), total=request.steps)
-
-        def on_step(event: StepEvent) -> None:
-            progress.update(task, completed=event.step)
-
-        with progress:
-            yield on_step
+        return step_progress(label, request.steps, console=self.err, preview=self.preview)
 
     # -- output ----------------------------------------------------------------------
     def _reply(self, reply: Reply) -> None:
@@ -249,12 +239,13 @@ def _ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_repl(session: ReplSession, engine: Any, output_dir: Path, *, stdin: TextIO | None = None) -> int:
+def run_repl(session: ReplSession, engine: Any, output_dir: Path, *, stdin: TextIO | None = None,
+             preview: bool | None = None) -> int:
     """The loop behind `flux2 repl`: prompt_toolkit in a terminal, plain lines from a pipe."""
     stdin = stdin or sys.stdin
     if stdin is None:  # started with stdin closed: nothing to read
         return 0
-    app = ReplApp(session, engine, output_dir)
+    app = ReplApp(session, engine, output_dir, preview=preview)
     if not stdin.isatty():
         return app.run(StreamReader(stdin))
     reader = TerminalReader(session, open_history(app.err))

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable, Protocol
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.registry import BASE_SIZES
 from flux2cli.repl.actions import Action, Quit, Reply
 
-# handler(session, argument text, the whole line as typed). The session (repl/session.py)
-# looks commands up in this table, so the table names its type loosely rather than import it.
-Handler = Callable[[Any, str, str], Action]
+
+class ReplSession(Protocol):
+    """What the handlers ask of the session (repl/session.py), which looks commands up in
+    this table: the table states the interface instead of importing its user."""
+
+    def prompt(self, line: str) -> Action: ...
+    def regenerate(self, *, seed: int | None, raw_input: str) -> Action: ...
+    def unpin_seed(self) -> Action: ...
+    def set_reference(self, arg: str) -> Action: ...
+    def set_strength(self, arg: str) -> Action: ...
+    def set_negative(self, arg: str) -> Action: ...
+    def describe(self) -> str: ...
+
+
+# handler(session, argument text, the whole line as typed)
+Handler = Callable[[ReplSession, str, str], Action]
 
 RANDOM_WORDS = ("random", "off", "none")
 CLEAR_WORDS = ("off", "none")
