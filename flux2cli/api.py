@@ -9,7 +9,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from flux2cli.pipeline.images import check_pil_image
+from flux2cli.errors import InvalidRequest
+from flux2cli.pipeline.events import StepEvent
+from flux2cli.pipeline.fields import DEFAULT_STRENGTH
+from flux2cli.pipeline.images import check_pil_image, load_reference_file
 from flux2cli.pipeline.loading import LoadOptions
 from flux2cli.pipeline.registry import resolve_model
 from flux2cli.pipeline.request import GenerationRequest
@@ -40,7 +43,9 @@ def load_model(
     from flux2cli.pipeline.engine import Engine
 
     global _engine
-    spec = resolve_model(model, full_model=full_model, gguf=gguf_quant)
+    from flux2cli.settings import default_model
+
+    spec = resolve_model(model, full_model=full_model, gguf=gguf_quant, default=default_model())
     options = load_options(device=device, local_encoder=local_encoder, remote_encoder=remote_encoder,
                            compile=compile, offload=offload, vae_tiling=vae_tiling)
     with _engine_lock:
@@ -73,19 +78,37 @@ def generate_image(
     height: int | None = None,
     local_encoder: bool = False,
     input_image: Any = None,
-    strength: float = 0.75,
+    strength: float | None = None,
+    *,
+    on_preview: Callable[[Any], None] | None = None,
 ):
     """Generate one image; returns ``(PIL.Image, seed, timings)``.
 
     ``steps``, ``width`` and ``height`` default to the loaded model's own defaults
     (25 steps at 1344x768 for FLUX.2 [dev], exactly as the reference). The model is
-    loaded on first use if ``load_model`` was not called.
+    loaded on first use if ``load_model`` was not called. ``input_image`` is a PIL image
+    or a path; ``strength`` (0.75 with an image) needs one, as on the command line, except
+    that the reference's own example call (``input_image=None, strength=0.75``) works.
+    ``on_preview`` receives a small PIL preview of the image as it forms, after each step.
     """
+    from pathlib import Path
+
     engine = _engine or load_model(local_encoder=local_encoder)
-    references = () if input_image is None else (check_pil_image(input_image),)
-    request = GenerationRequest.create(
-        prompt, model=engine.spec, steps=steps, seed=seed, width=width, height=height,
-        reference_images=references, strength=strength if references else None,
-    )
-    result = engine.generate(request)[0]
+    if input_image is None:
+        references = ()
+        if strength is not None and strength != DEFAULT_STRENGTH:
+            raise InvalidRequest("strength needs an input_image; pass one or drop strength", field="strength")
+        strength = None
+    elif isinstance(input_image, (str, Path)):
+        references = (load_reference_file(input_image),)
+    else:
+        references = (check_pil_image(input_image),)
+    request = GenerationRequest.create(prompt, model=engine.spec, steps=steps, seed=seed, width=width,
+                                       height=height, reference_images=references, strength=strength)
+
+    def on_step(event: StepEvent) -> None:
+        if event.preview is not None:
+            on_preview(event.preview())
+
+    result = engine.generate(request, on_step=on_step if on_preview is not None else None)[0]
     return result.image, result.seed, result.timings

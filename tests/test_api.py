@@ -37,3 +37,40 @@ def test_generate_image_validates_like_everything_else():
     load_model(model="tiny")
     with pytest.raises(InvalidRequest, match="steps"):
         generate_image("x", steps=0)
+
+
+def test_generate_image_follows_the_cli_rules_for_reference_images(tmp_path):
+    from PIL import Image
+
+    from flux2cli import generate_image, load_model
+    from flux2cli.errors import InvalidRequest
+
+    load_model(model="tiny")
+    with pytest.raises(InvalidRequest, match="strength needs an input_image"):
+        generate_image("a red square on a green background", steps=2, strength=0.4)
+    # the reference's own example passes input_image=None with strength=0.75: it keeps working
+    generate_image("a red square on a green background", steps=2, input_image=None, strength=0.75)
+    path = tmp_path / "ref.png"
+    Image.new("RGB", (64, 64), (20, 200, 40)).save(path)
+    from_path, _, _ = generate_image("a red square on a green background", seed=4, steps=2, input_image=str(path),
+                                     strength=0.5, width=64, height=64)
+    from_image, _, _ = generate_image("a red square on a green background", seed=4, steps=2,
+                                      input_image=Image.open(path), strength=0.5, width=64, height=64)
+    assert np.array_equal(np.asarray(from_path), np.asarray(from_image))
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        generate_image("x", steps=2, input_image=str(tmp_path / "missing.png"))
+
+
+def test_on_preview_sees_the_image_form_and_approach_the_result():
+    from flux2cli import generate_image, load_model
+
+    load_model(model="tiny")
+    previews = []
+    image, _, _ = generate_image("a yellow circle on a blue background", seed=21, steps=8, width=64, height=64,
+                                 on_preview=previews.append)
+    assert len(previews) == 7  # every step but the first, which has no estimate of the result yet
+    assert all(max(p.size) <= 256 for p in previews)
+    final = np.asarray(image.resize(previews[-1].size), dtype=float)
+    distances = [np.abs(np.asarray(p, dtype=float) - final).mean() for p in previews]
+    assert distances[-1] < distances[0], distances  # the colours approach the final image's
+    assert distances[-1] < 45, distances  # close: the linear map itself is off by 34/255 on average
