@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=True,
 )
 app.command(cls=plain_help.Command,
-            epilog=epilog("model", "output_dir", "encoder_url", "encoder_token", "debug"))(generate)
+            epilog=epilog("model", "output_dir", "server", "api_key", "encoder_url", "encoder_token", "debug"))(generate)
 app.command(cls=plain_help.Command, epilog=epilog("model", "output_dir", "home", "debug"))(repl)
 app.command(cls=plain_help.Command,
             epilog=epilog("host", "port", "api_key", "model", "output_dir", "encoder_url", "encoder_token"))(serve)

@@ -14,6 +14,8 @@ def isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     for name in ("FLUX2_MODEL", "FLUX2_OUTPUT_DIR", "FLUX2_DEBUG"):
         monkeypatch.delenv(name, raising=False)
+    # A `flux2 serve` someone runs on this machine must not take the tests' `flux2 generate`s.
+    monkeypatch.setenv("FLUX2_SERVER", "off")
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,8 @@ def generate(
         "--negative-prompt", metavar="TEXT", show_default=False, help=FIELD["negative_prompt"].option_help())] = None,
     output_dir: opt.OutputDirOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    no_preview: Annotated[bool, typer.Option(
+        "--no-preview", help="Draw no image preview under the progress bar (else FLUX2_PREVIEW).")] = False,
     full_model: opt.FullModelOpt = False,
     gguf: opt.GGUFOpt = None,
     local_encoder: opt.LocalEncoderOpt = False,
@@ -48,10 +50,16 @@ def generate(
     compile: opt.CompileOpt = False,
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
+    server: Annotated[Optional[str], typer.Option(
+        "--server", metavar="URL", show_default=False,
+        help="Send the request to this running `flux2 serve` (it must run the same model); else FLUX2_SERVER, "
+             "else the local default address when a server there runs the model.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Generate in this process even if a server runs the model.")
+                     ] = False,
 ) -> None:
     """Generate images from one prompt and save them as PNG + .prompt files."""
     # Imported here, not at the top: `flux2 --help` and the other commands start without them.
-    from flux2cli.console import format_timings, notice, step_progress
+    from flux2cli.console import format_timings, notice, previews_wanted, stderr, step_progress, thumbnail
     from flux2cli.pipeline.images import load_reference_file
     from flux2cli.pipeline.metadata import plan_replay, read_parameters
     from flux2cli.pipeline.modifiers import parse_modifiers
@@ -83,13 +91,23 @@ def generate(
     for message in (*notices, *request.notices):
         notice(message)
     output_dir = prepare_output_dir(resolve_output_dir(output_dir))  # fail now, not after generating
+    preview = previews_wanted(stderr, False if no_preview else None)
 
-    engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                             offload=offload, vae_tiling=vae_tiling)
-    start = time.perf_counter()
-    with step_progress(f"{request.width}x{request.height}", request.steps) as on_step:
-        saved = engine.generate_and_save(request, output_dir, on_step=on_step)
-    elapsed = time.perf_counter() - start
+    loading = {"--local-encoder": local_encoder, "--remote-encoder": remote_encoder, "--compile": compile,
+               "--offload": offload != "auto", "--vae-tiling": vae_tiling != "auto"}
+    resident = _resident_server(spec, server, local, [flag for flag, given in loading.items() if given], notice)
+    if resident is not None:  # a resident model: no torch in this process, no loading
+        from flux2cli.client import delegate
+
+        with step_progress(f"{request.width}x{request.height}", request.steps) as on_step:
+            saved, elapsed = delegate.generate(resident, request, output_dir, on_step=on_step)
+    else:
+        engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
+                                 offload=offload, vae_tiling=vae_tiling)
+        start = time.perf_counter()
+        with step_progress(f"{request.width}x{request.height}", request.steps, preview=preview) as on_step:
+            saved = engine.generate_and_save(request, output_dir, on_step=on_step)
+        elapsed = time.perf_counter() - start
 
     if json_output:
         body = generation_body(saved, elapsed)
@@ -99,3 +117,21 @@ def generate(
         return
     for s in saved:
         typer.echo(f"{s.path}  seed {s.seed}  ({format_timings(s.timings)})")
+    if preview and saved:
+        thumbnail(stderr, saved[0].path)
+
+
+def _resident_server(spec, flag: str | None, local: bool, loading: list[str], notify):
+    """The running server to send the request to, or None to generate in this process."""
+    from flux2cli.client import delegate
+    from flux2cli.settings import resolve
+
+    if local and flag is not None:
+        raise InvalidRequest("--local and --server exclude each other; pick one")
+    if flag is not None and loading:
+        raise InvalidRequest(f"{loading[0]} shapes loading the model in this process; the server at --server "
+                             "has loaded its own (drop one of them)")
+    if local or loading:
+        return None
+    return delegate.choose(spec, flag=flag, setting=resolve("server"), port=resolve("port"),
+                           api_key=resolve("api_key"), notify=notify)
