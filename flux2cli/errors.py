@@ -13,6 +13,7 @@ class Flux2Error(Exception):
 
     exit_code = 1
     http_status = 500
+    code: str | None = None  # a machine-readable name where the status alone is ambiguous (OpenAI's `code`)
 
 
 class InvalidRequest(Flux2Error):
@@ -56,6 +57,22 @@ class OutOfMemory(GenerationError):
     """The device ran out of memory; smaller sizes, batches or offloading help."""
 
     http_status = 507
+    code = "out_of_memory"
+
+
+class OutputFolderError(InvalidRequest):
+    """The output folder cannot be used (a file, a broken link, read-only, ...); checked before any loading."""
+
+
+class StorageError(GenerationError):
+    """An image could not be written to the output folder (permission, I/O error)."""
+
+
+class StorageFull(StorageError):
+    """The output folder's disk (or quota) is full."""
+
+    http_status = 507
+    code = "storage_full"
 
 
 class GenerationCancelled(Flux2Error):

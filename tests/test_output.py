@@ -10,11 +10,9 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from flux2cli.errors import OutputFolderError, StorageError, StorageFull
 from flux2cli.pipeline.output import (
     TEMP_PREFIX,
-    OutputFolderError,
-    StorageError,
-    StorageFull,
     atomic_write,
     new_filename,
     prepare_output_dir,

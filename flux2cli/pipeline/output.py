@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
-from flux2cli.errors import Flux2Error, GenerationError, InvalidRequest
+from flux2cli.errors import OutputFolderError, StorageError, StorageFull
 from flux2cli.pipeline.request import GenerationRequest
 
 TEMP_PREFIX = ".flux2-"
@@ -31,20 +31,6 @@ TEMP_SUFFIX = ".tmp"
 STALE_TEMP_SECONDS = 600  # a live writer's temp file older than this is abandoned all the same
 # .flux2-<pid>-<random>-<final name>.tmp; the old mkstemp names (.flux2-<random>.tmp) match too.
 _TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}(?:(\d+)-[0-9a-f]{{8}}-(.+)|[^/]*){re.escape(TEMP_SUFFIX)}")
-
-
-class OutputFolderError(InvalidRequest):
-    """The output folder cannot be used (a file, a broken link, read-only, ...); checked before any loading."""
-
-
-class StorageError(GenerationError):
-    """An image could not be written to the output folder (permission, I/O error)."""
-
-
-class StorageFull(StorageError):
-    """The output folder's disk (or quota) is full."""
-
-    http_status = 507
 
 
 @dataclass(frozen=True)
@@ -232,7 +218,8 @@ def a1111_parameters(request: GenerationRequest, seed: int, model_name: str) -> 
     fields += [f"Seed: {seed}", f"Size: {request.width}x{request.height}", f"Model: {model_name}"]
     if request.strength is not None:
         fields.append(f"Denoising strength: {request.strength:g}")
-    return f"{request.prompt}\n{', '.join(fields)}"
+    tags = "".join(f" {ref.tag}" for ref in request.loras or ())  # how A1111-style tools name LoRAs
+    return f"{request.prompt}{tags}\n{', '.join(fields)}"
 
 
 def save_image(

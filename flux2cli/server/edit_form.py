@@ -16,6 +16,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from flux2cli.errors import InvalidRequest
+from flux2cli.pipeline.fields import FIELD
 from flux2cli.pipeline.images import decode_image_bytes
 from flux2cli.pipeline.request import ReferenceImage
 from flux2cli.server.openai_compat import OpenAIRequestError
@@ -23,10 +24,18 @@ from flux2cli.server.payload import MAX_REFERENCE_IMAGES
 from flux2cli.server.state import CONFIG
 
 _IMAGE_FIELD = re.compile(r"image(\[\d{0,2}\])?")
-_FORM_NUMBERS = {"n": int, "seed": int, "steps": int, "output_compression": int, "partial_images": int,
-                 "guidance": float, "strength": float}
+# A form carries text: numbers are converted for OpenAI's own numeric fields and for each
+# declared field by its OpenAI name (n is batch), so a new numeric field converts too.
+_OPENAI_NUMBERS = {"output_compression": int, "partial_images": int}
 MAX_FORM_PARTS = 32
 _PLAIN_TRANSFER = ("binary", "8bit", "7bit")
+
+
+def _form_numbers() -> dict[str, type]:
+    kinds = {"integer": int, "number": float}
+    ours = {field.openai: kinds[field.kind] for field in FIELD.values()
+            if field.openai and field.openai != "size" and field.kind in kinds}  # size is WxH text
+    return {**_OPENAI_NUMBERS, **ours}
 
 
 async def read_edit_form(request: web.Request, max_bytes: int) -> tuple[dict[str, Any], list[ReferenceImage]]:
@@ -95,7 +104,7 @@ def _add_part(name: str, data: bytes, fields: dict[str, Any], uploads: list[tupl
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise OpenAIRequestError(f"the form field {name[:40]!r} is not UTF-8 text", param=name[:40]) from None
-    convert = _FORM_NUMBERS.get(name)
+    convert = _form_numbers().get(name)
     if convert is not None and text.strip():
         try:
             fields[name] = convert(text)

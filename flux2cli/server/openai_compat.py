@@ -32,7 +32,8 @@ _KINDS: dict[int, tuple[str, str | None]] = {
     499: ("invalid_request_error", "cancelled"),
     502: ("server_error", "text_encoder_failed"),
     503: ("server_error", "server_busy"),
-    507: ("server_error", "out_of_memory"),
+    408: ("invalid_request_error", "request_timeout"),
+    507: ("server_error", None),  # out of memory or a full disk: the error's own code says which
 }
 
 
@@ -61,5 +62,5 @@ def openai_error_response(error: BaseException, *, retry_after: int | None = Non
     """``error_response``'s answer in OpenAI's shape: the same status, message and headers."""
     status, text, headers = error_parts(error, retry_after=retry_after, message=message)
     known = error if isinstance(error, OpenAIRequestError) else None
-    body = openai_error_body(text, status, param=known and known.param, code=known and known.code)
+    body = openai_error_body(text, status, param=known and known.param, code=getattr(error, "code", None))
     return web.json_response(body, status=status, headers=headers)

@@ -143,7 +143,7 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise OpenAIRequestError("partial_images is not supported (it needs streaming)", param="partial_images")
     background = body.get("background")
     if background is not None and background not in BACKGROUNDS:
-        raise OpenAIRequestError(f"background {str(background)[:40]!r} is not supported: FLUX.2 makes opaque "
+        raise OpenAIRequestError(f"background {quote(background)} is not supported: FLUX.2 makes opaque "
                                  f"images; use 'auto' or 'opaque'", param="background")
 
 
@@ -196,6 +196,6 @@ def _with_param(error: InvalidRequest, size: Any, spec: ModelSpec) -> OpenAIRequ
     message = str(error)
     if param == "size":
         width, height = spec.dimensions("square", "1mp")
-        message = (f"size {size!r:.40} does not suit {spec.display_name} (its 'auto' is {width}x{height}): "
+        message = (f"size {quote(size)} does not suit {spec.display_name} (its 'auto' is {width}x{height}): "
                    f"{message}")
     return OpenAIRequestError(message, param=param)
