@@ -1,6 +1,6 @@
 """Run every benchmark, print one table, write the numbers as JSON.
 
-    python -m benchmarks.run [--quick] [--only startup,engine,same,server,large] [--out PATH]
+    python -m benchmarks.run [--quick] [--only startup,engine,same,server,large,resident] [--out PATH]
 
 Results are ratios measured in one run on one machine; compare ratios, not seconds,
 between machines. Nothing here asserts a time: targets are reported, not enforced.
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, embedding_cache, engine_overhead, large_sizes, server, startup
+from benchmarks import common, embedding_cache, engine_overhead, large_sizes, resident, server, startup
 
 SUITES = {
     "startup": startup.run,
@@ -26,6 +26,7 @@ SUITES = {
     "same": embedding_cache.run,
     "server": server.run,
     "large": large_sizes.run,
+    "resident": resident.run,
 }
 NEEDS_ENGINE = {"engine", "same", "server"}
 DEFAULT_OUT = common.ROOT / "benchmarks" / "results" / "latest.json"
