@@ -43,6 +43,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "FLUX2_PORT", "port `flux2 serve` listens on (default 2222; 0 picks a free one)", kind="port"),
     Setting("server", "FLUX2_SERVER", "a running `flux2 serve` that `flux2 generate` sends its requests to "
             "(default: http://127.0.0.1:FLUX2_PORT when it runs the requested model; off: always in-process)"),
+    Setting("lora_dir", "FLUX2_LORA_DIR", "folder of LoRA .safetensors files, available by name "
+            "(--lora NAME, the server's loras field)", kind="path"),
     Setting("debug", "FLUX2_DEBUG", "set to 1 to show tracebacks", kind="flag"),
     Setting("preview", "FLUX2_PREVIEW", "set to 0 to draw no image previews in the terminal (default: drawn "
             "on a colour terminal)", kind="flag"),

@@ -50,6 +50,10 @@ def generate(
     compile: opt.CompileOpt = False,
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
+    lora: opt.LoraOpt = None,
+    lora_dir: opt.LoraDirOpt = None,
+    lora_fuse: opt.LoraFuseOpt = False,
+    lora_partial: opt.LoraPartialOpt = False,
     server: Annotated[Optional[str], typer.Option(
         "--server", metavar="URL", show_default=False,
         help="Send the request to this running `flux2 serve` (it must run the same model); else FLUX2_SERVER, "
@@ -86,15 +90,23 @@ def generate(
                                                    replay.notices)
     else:
         spec, text = resolve_model(model, full_model=full_model, gguf=gguf, default=default_model()), parsed.prompt
+    catalog, loras = opt.lora_catalog(lora, lora_dir)  # a bad --lora fails before the model loads
+    stored_loras = settings.pop("loras", None)
+    if stored_loras and not lora:  # replay: the image's LoRAs, those that are here
+        from flux2cli.lora.replay import restore
+
+        loras, missing = restore(stored_loras, catalog)
+        notices = (*notices, *missing)
     request = GenerationRequest.create(text, model=spec, raw_input=prompt if parsed.prompt else text,
-                                       reference_images=references, strength=strength, **settings)
+                                       reference_images=references, strength=strength, loras=loras, **settings)
     for message in (*notices, *request.notices):
         notice(message)
     output_dir = prepare_output_dir(resolve_output_dir(output_dir))  # fail now, not after generating
     preview = previews_wanted(stderr, False if no_preview else None)
 
     loading = {"--local-encoder": local_encoder, "--remote-encoder": remote_encoder, "--compile": compile,
-               "--offload": offload != "auto", "--vae-tiling": vae_tiling != "auto"}
+               "--offload": offload != "auto", "--vae-tiling": vae_tiling != "auto",
+               "--lora": bool(loras) or lora_fuse or lora_partial}
     resident = _resident_server(spec, server, local, [flag for flag, given in loading.items() if given], notice)
     if resident is not None:  # a resident model: no torch in this process, no loading
         from flux2cli.client import delegate
@@ -104,6 +116,7 @@ def generate(
     else:
         engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
                                  offload=offload, vae_tiling=vae_tiling)
+        opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
         start = time.perf_counter()
         with step_progress(f"{request.width}x{request.height}", request.steps, preview=preview) as on_step:
             saved = engine.generate_and_save(request, output_dir, on_step=on_step)

@@ -77,6 +77,10 @@ def info(
         help="Show the generation parameters stored in this PNG instead (ours, or A1111-style).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
     probe: Annotated[bool, typer.Option("--probe", help="Ask torch about the device (slower).")] = False,
+    lora_dir: Annotated[Optional[Path], typer.Option(
+        "--lora-dir", metavar="DIR", show_default=False,
+        help="List the LoRAs in this folder (else FLUX2_LORA_DIR or config.toml's lora_dir) and the shipped ones.")
+    ] = None,
 ) -> None:
     """Show what is installed, which models exist, and what this machine can run; or what an image was made with."""
     if image is not None:
@@ -97,11 +101,20 @@ def info(
         "environment": ENV_VARS,
         "config_file": {"path": str(config_path()), "exists": config_path().is_file()},
         "settings": settings_report(),
+        "loras": _loras(lora_dir),
     }
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
     _print_report(report)
+
+
+def _loras(lora_dir: Optional[Path]) -> list[dict[str, Any]]:
+    """Read from the files' headers only (no torch)."""
+    from flux2cli.lora.files import LoraCatalog
+    from flux2cli.settings import resolve
+
+    return LoraCatalog(resolve("lora_dir", lora_dir)).describe()
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -139,6 +152,12 @@ def _print_report(report: dict[str, Any]) -> None:
         value = "—" if row["value"] is None else str(row["value"])
         settings.add_row(row["env"], row["key"] or "—", escape(value), row["source"])
     console.print(settings)
+    loras = Table(title="LoRAs (shipped, and in the LoRA folder)", box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("name", "made for", "rank", "format"):
+        loras.add_column(column)
+    for row in report["loras"]:
+        loras.add_row(escape(row["name"]), escape(row["family"]), str(row["rank"] or "—"), row["format"] or "—")
+    console.print(loras)
 
 
 def _short_license(license: str) -> str:

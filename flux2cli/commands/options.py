@@ -69,3 +69,48 @@ def load_engine(spec: Any, *, local_encoder: bool, remote_encoder: str | None, c
                            offload=offload, vae_tiling=vae_tiling, notify=notice)
     with stderr.status(f"loading {spec.display_name}…"):
         return Engine.load(spec, options)
+
+
+LORA_PANEL = "LoRA"
+
+
+def complete_lora(incomplete: str) -> list[str]:
+    from flux2cli.lora.files import available
+
+    return [name for name in available() if name.startswith(incomplete)]
+
+
+LoraOpt = Annotated[Optional[list[str]], typer.Option(
+    "--lora", rich_help_panel=LORA_PANEL, metavar="SOURCE[:SCALE]", autocompletion=complete_lora, show_default=False,
+    help="Apply a LoRA: a .safetensors file, a folder, a hub repo (owner/name[/file.safetensors]), or a name "
+         "in --lora-dir or shipped with flux2 (tiny-colours). SCALE defaults to 1 and may be negative; "
+         "repeat to stack.")]
+LoraDirOpt = Annotated[Optional[Path], typer.Option(
+    "--lora-dir", rich_help_panel=LORA_PANEL, metavar="DIR", show_default=False,
+    help="Folder whose LoRAs are available by name (else FLUX2_LORA_DIR or config.toml's lora_dir).")]
+LoraFuseOpt = Annotated[bool, typer.Option(
+    "--lora-fuse", rich_help_panel=LORA_PANEL,
+    help="Merge the LoRAs into the weights (faster steps; not on 4-bit or GGUF weights).")]
+LoraPartialOpt = Annotated[bool, typer.Option(
+    "--lora-partial", rich_help_panel=LORA_PANEL,
+    help="Load a LoRA even when some of its keys match no layer of the model (they are counted and skipped).")]
+
+
+def lora_catalog(sources: list[str] | None, lora_dir: Path | None) -> tuple[Any, list[Any]]:
+    """The LoRAs a command makes available and the ``--lora`` refs, resolved before the model loads."""
+    from flux2cli.lora.files import LoraCatalog
+    from flux2cli.settings import resolve
+
+    catalog = LoraCatalog(resolve("lora_dir", lora_dir))
+    return catalog, catalog.add_refs(sources or [])
+
+
+def use_loras(engine: Any, catalog: Any, refs: list[Any], *, fuse: bool, partial: bool) -> None:
+    """Give the loaded engine its LoRAs and load the --lora ones now, so a bad file fails at once."""
+    from flux2cli.console import notice
+
+    engine.loras.configure(catalog, defaults=refs, fuse=fuse, partial=partial)
+    engine.loras.apply(tuple(refs))
+    for message in engine.loras.notices:
+        notice(message)
+    engine.loras.notices.clear()

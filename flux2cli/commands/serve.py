@@ -34,6 +34,10 @@ def serve(
     compile: opt.CompileOpt = False,
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
+    lora: opt.LoraOpt = None,
+    lora_dir: opt.LoraDirOpt = None,
+    lora_fuse: opt.LoraFuseOpt = False,
+    lora_partial: opt.LoraPartialOpt = False,
 ) -> None:
     """Serve the REST API and the web UI until Ctrl-C (SIGINT) or SIGTERM."""
     from flux2cli import settings
@@ -51,6 +55,7 @@ def serve(
                           output_dir=settings.output_dir(output_dir), queue_size=queue_size,
                           cors_origin=parse_origin(cors_origin) if cors_origin else None)
     check_can_listen(config.host, config.port)
+    catalog, loras = opt.lora_catalog(lora, lora_dir)  # the LoRAs requests may name; --lora: the default set
     prepare_output_dir(config.output_dir)  # before the model loads: a bad -o fails at once
     warning = config.exposure_warning()
     if warning:
@@ -59,6 +64,7 @@ def serve(
 
     engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
                              offload=offload, vae_tiling=vae_tiling)
+    opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
 
     def ready(url: str) -> None:
         typer.echo(f"flux2 serve: {engine.describe()['description']} on {url}  (Ctrl-C stops)", err=False)

@@ -21,6 +21,7 @@ from flux2cli.errors import (
     GenerationError,
     OutOfMemory,
 )
+from flux2cli.lora.adapters import LoraAdapters
 from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.img2img import fit_reference, sdedit_start
 from flux2cli.pipeline.loading import LoadOptions, load_model_parts
@@ -47,6 +48,7 @@ class Engine:
         self.encoder = CachedEncoder(encoder or LocalTextEncoder(pipe))
         self.load_notices: tuple[str, ...] = ()  # one-line notes from loading (encoder, offload)
         self._lock = threading.Lock()
+        self.loras = LoraAdapters(pipe, spec.display_name)  # front ends configure it (catalog, --lora)
         self.previewer = Previewer(pipe, LinearMap.read(spec.local_dir))
 
     @classmethod
@@ -101,11 +103,13 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> list[SavedImage]:
         results = self.generate(request, on_step=on_step, cancel=cancel)
+        request = self.loras.stamp(request)  # the images record the LoRAs used, with their sha256
         return save_images(results, request, output_dir=output_dir, model_name=self.spec.display_name)
 
     def _generate(self, request, on_step, cancel) -> list[GeneratedImage]:
         import torch
 
+        self.loras.apply(request.loras)  # loads each LoRA once; switching sets never reloads the model
         embeds, encoding = self.encoder.encode(self.embedding_key(request.prompt))
         kwargs: dict[str, Any] = {}
         if self.spec.pipeline_class == "Flux2KleinPipeline":

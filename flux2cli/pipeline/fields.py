@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 from flux2cli.errors import InvalidRequest
+from flux2cli.lora.refs import MAX_LORAS, NAME_PATTERN, LoraRef, valid_name
+from flux2cli.lora.refs import MAX_SCALE as MAX_LORA_SCALE
 
 if TYPE_CHECKING:
     from flux2cli.pipeline.registry import ModelSpec
@@ -58,7 +60,7 @@ def quote(value: Any) -> str:
 @dataclass(frozen=True)
 class Field:
     name: str  # on the wire, in metadata and (with dashes) on the command line
-    kind: str  # text | integer | number | choice | image | images
+    kind: str  # text | integer | number | choice | image | images | loras
     help: str  # one line: the schema's description and the CLI option's help
     minimum: Bound = None
     maximum: Bound = None
@@ -103,6 +105,8 @@ class Field:
             if not isinstance(value, str) or value not in self.choices:
                 raise self.refuse(f"{name} must be one of {', '.join(self.choices)} (got {quote(value)})")
             return value
+        if self.kind == "loras":
+            return _loras(self, value, name)
         return value  # text and images have their own checks (request._prompt, images.py)
 
     def _context(self, spec: ModelSpec | None) -> str:
@@ -148,8 +152,11 @@ class Field:
         told = f" Default: {self.default_text}." if self.default_text else fixed
         return self.help + allowed + told
 
-    def schema(self, spec: ModelSpec | None) -> dict[str, Any]:
-        """This field's JSON Schema (OpenAPI 3.1); optional fields also take null = the default."""
+    def schema(self, spec: ModelSpec | None, loras: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """This field's JSON Schema (OpenAPI 3.1); optional fields also take null = the default.
+
+        ``loras``: the LoRA names a server offers (the only names its ``loras`` field takes).
+        """
         lo, hi = self.bounds(spec)
         schema: dict[str, Any] = {}
         if self.kind == "text":
@@ -170,6 +177,8 @@ class Field:
             schema = {"type": "array", "items": {"type": "string", "format": IMAGE_FORMAT}}
             if self.max_items:
                 schema["maxItems"] = self.max_items
+        elif self.kind == "loras":
+            schema = _loras_schema(self, loras)
         description = self.help
         if self.default_text:
             description += f" Default: {self.default_text}."
@@ -239,6 +248,9 @@ FIELD: dict[str, Field] = {field.name: field for field in (
           maximum=MAX_GUIDANCE, default_text="the model's (4.0 for [dev] and klein base)", openai="guidance"),
     Field("input_images", "images", "Several reference images, after input_image.", stored=False,
           max_items=MAX_REFERENCE_IMAGES),
+    Field("loras", "loras", "LoRAs to apply, by name (GET /loras lists them), each with a scale; "
+          "negative scales are allowed.", minimum=-MAX_LORA_SCALE, maximum=MAX_LORA_SCALE, max_items=MAX_LORAS,
+          default_text="the server's --lora list, none unless given"),
     Field("negative_prompt", "text", "What to steer away from, for models that run classifier-free guidance "
           "(klein base); others refuse it.", applies=_runs_cfg, unused_text="runs no classifier-free guidance"),
 )}
@@ -255,7 +267,7 @@ def replayed() -> tuple[str, ...]:
     return tuple(field.name for field in FIELD.values() if field.stored and field.name != "prompt")
 
 
-def request_schema(spec: ModelSpec) -> dict[str, Any]:
+def request_schema(spec: ModelSpec, loras: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The body of POST /generate and /jobs for the loaded model: every field, and the rules
     between fields that ``GenerationRequest.create`` and ``server/payload.py`` enforce."""
     explicit = {"required": ["width", "height"],
@@ -271,7 +283,7 @@ def request_schema(spec: ModelSpec) -> dict[str, Any]:
         "type": "object",
         "required": ["prompt"],
         "additionalProperties": False,
-        "properties": {field.name: field.schema(spec) for field in FIELD.values()},
+        "properties": {field.name: field.schema(spec, loras) for field in FIELD.values()},
         "allOf": [
             {"description": "width and height go together, instead of orientation and size, and fit within "
                             "one of the model's 4mp sizes", "anyOf": [named, explicit]},
@@ -279,3 +291,50 @@ def request_schema(spec: ModelSpec) -> dict[str, Any]:
              "anyOf": [one_image, room_for_it]},
         ],
     }
+
+
+def _loras(field: Field, value: Any, name: str) -> tuple[LoraRef, ...]:
+    """``[{"name": ..., "scale": ...}]`` (or LoraRefs from a front end) -> LoraRefs.
+
+    Names are plain names, never paths: a client must not make the server open a file.
+    """
+    if not isinstance(value, (list, tuple)):
+        raise field.refuse(f'{name} must be a list of {{"name": ..., "scale": ...}} objects (got {quote(value)})')
+    if len(value) > (field.max_items or 0):
+        raise field.refuse(f"{name} may name at most {field.max_items} LoRAs (got {len(value)})")
+    refs: list[LoraRef] = []
+    for item in value:
+        if isinstance(item, LoraRef):
+            item = {"name": item.name, "scale": item.scale}
+        if not isinstance(item, dict) or set(item) - {"name", "scale"}:
+            raise field.refuse(f'each item of {name} must be an object with "name" and optionally "scale" '
+                               f"(got {quote(item)})")
+        lora = item.get("name")
+        if not valid_name(lora):
+            raise field.refuse(f"{name}: {quote(lora)} is not a LoRA name (letters, digits, _ . + -, no paths); "
+                               "GET /loras lists the names")
+        scale = item.get("scale")
+        scale = 1.0 if scale is None else Field(name, "number", "", minimum=field.minimum,
+                                                  maximum=field.maximum).check(scale, None, f"{name} scale")
+        refs.append(LoraRef(lora, scale))
+    # A name given twice is one adapter at the sum of its scales (JSON Schema cannot forbid
+    # repeats of one property, so the server accepts what its schema allows).
+    merged: dict[str, float] = {}
+    for ref in refs:
+        merged[ref.name] = merged.get(ref.name, 0.0) + ref.scale
+    return tuple(LoraRef(lora, scale) for lora, scale in merged.items())
+
+
+def _loras_schema(field: Field, names: tuple[str, ...] | None) -> dict[str, Any]:
+    lo, hi = field.bounds(None)
+    name: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN}
+    if names is not None:
+        name = {"type": "string", "enum": list(names)} if names else {"not": {}}
+    item = {"type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {"name": name,
+                           "scale": {"anyOf": [{"type": "number", "minimum": lo, "maximum": hi}, {"type": "null"}],
+                                     "default": 1.0}}}
+    schema: dict[str, Any] = {"type": "array", "items": item, "maxItems": field.max_items}
+    if names is not None and not names:
+        schema["maxItems"] = 0  # a server without LoRAs takes only an empty list
+    return schema

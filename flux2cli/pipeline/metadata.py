@@ -166,6 +166,10 @@ def replay_command(params: ImageParameters) -> str:
     for key in ("model", *replayed()):
         value = params.settings.get(key)
         # strength needs the reference images again, and they are not stored
+        if key == "loras":  # --lora NAME:SCALE each; the files are found again by name
+            args += [arg for item in value or () if isinstance(item, dict)
+                     for arg in ("--lora", f"{item.get('name')}:{item.get('scale', 1.0):g}")]
+            continue
         if value is not None and key != "strength" and not (key == "batch" and value == 1):
             args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(args)

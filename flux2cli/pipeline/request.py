@@ -52,6 +52,8 @@ class GenerationRequest:
     strength: float | None = None
     negative_prompt: str | None = None  # only for models that run classifier-free guidance
     raw_input: str | None = None  # what the user typed, modifiers included
+    # LoRAs by name (flux2cli.lora.refs.LoraRef); None: the engine's defaults (a front end's --lora)
+    loras: tuple[Any, ...] | None = None
     notices: tuple[str, ...] = ()  # things the user should hear, e.g. an ignored setting
 
     @property
@@ -66,6 +68,7 @@ class GenerationRequest:
             "raw_input": self.raw_input if self.raw_input is not None else self.prompt,
             "model": self.model,
             **{name: getattr(self, name) for name in replayed()},
+            "loras": [ref.as_json() for ref in self.loras] if self.loras else None,
             "reference_images": [ref.source for ref in self.reference_images],
         }
 

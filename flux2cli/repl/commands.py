@@ -98,6 +98,10 @@ def _negative(session: ReplSession, arg: str, line: str) -> Action:
     return session.set_negative(arg)
 
 
+def _lora(session: ReplSession, arg: str, line: str) -> Action:
+    return session.loras.command(arg)
+
+
 def _show(session: ReplSession, arg: str, line: str) -> Action:
     return Reply(session.describe())
 
@@ -135,6 +139,8 @@ COMMANDS: tuple[Command, ...] = (
             args="<number>"),
     Command("/negative", "negative prompt for the prompts that follow (klein base); `/negative off` drops it",
             _negative, args="TEXT|off"),
+    Command("/lora", "apply a LoRA (file, folder, hub repo or name) at a scale; `/lora off NAME`; "
+            "`/lora` lists them", _lora, args="SOURCE [SCALE]|off NAME", paths=True),
     Command("/show", "show the current settings", _show),
     Command("/help", "this list", _help, aliases=("help", "?")),
 )

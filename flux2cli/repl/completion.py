@@ -25,6 +25,10 @@ class ReplCompleter(Completer):
         text = document.text_before_cursor.lstrip()
         first, space, rest = text.partition(" ")
         command = lookup(first) if space else None
+        if command is not None and command.name == "/lora" and " " not in rest.lstrip():
+            from flux2cli.lora.files import available  # the shipped names and "off", then paths
+
+            yield from _words(rest.lstrip(), ("off", *available()))
         if command is not None and command.paths:
             # The path is completed as if it were the whole line: start positions stay right.
             rest = rest.lstrip()

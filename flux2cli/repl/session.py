@@ -24,6 +24,7 @@ from flux2cli.pipeline.fields import DEFAULT_STRENGTH, FIELD
 from flux2cli.pipeline.request import SIZE_ALIASES, GenerationRequest, ReferenceImage
 from flux2cli.repl.actions import Action, Generate, Reply
 from flux2cli.repl.commands import CLEAR_WORDS, find_command
+from flux2cli.repl.loras import ReplLoras
 
 SIZE_LABELS = {size: alias for alias, size in SIZE_ALIASES.items()}  # "2mp" → "2k", as typed
 _PROBE_PROMPT = "settings check"  # validates a change of settings that has no prompt yet
@@ -63,6 +64,7 @@ class ReplSession:
     ):
         self.spec = spec
         self.output_dir = output_dir  # shown by /show; the app writes there
+        self.loras = ReplLoras()  # /lora; the command gives it the catalog, the --lora set and a loader
         # A bad --steps fails here, before minutes of model loading.
         self.settings = self._checked(Settings(steps=spec.default_steps if steps is None else steps))
         self.last_prompt: str | None = None
@@ -178,7 +180,7 @@ class ReplSession:
 
     # -- helpers -------------------------------------------------------------------
     def _request(self, prompt: str, settings: Settings, raw_input: str) -> GenerationRequest:
-        return GenerationRequest.create(prompt, model=self.spec, raw_input=raw_input,
+        return GenerationRequest.create(prompt, model=self.spec, raw_input=raw_input, loras=self.loras.refs(),
                                         **settings.request_kwargs())
 
     def _checked(self, settings: Settings) -> Settings:

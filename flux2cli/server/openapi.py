@@ -78,6 +78,17 @@ _SCHEMAS: dict[str, Any] = {
             "queued": {"type": "integer", "description": "Addition: jobs waiting"},
         },
     },
+    "Loras": {
+        "type": "object", "required": ["loras", "defaults"],
+        "properties": {
+            "loras": {"type": "array", "items": {
+                "type": "object", "required": ["name", "family", "rank", "format"],
+                "properties": {"name": {"type": "string"},
+                               "family": {"type": "string", "description": "The model the file was made for"},
+                               "rank": {"type": ["integer", "string", "null"]},
+                               "format": {"type": ["string", "null"]}, "error": {"type": "string"}}}},
+            "defaults": {"type": "array", "items": {"type": "object"},
+                         "description": "What a request without `loras` gets (the server's --lora)"}}},
     "ModelInfo": {
         "type": "object",
         "required": ["model", "encoder", "description"],
@@ -131,6 +142,8 @@ _PATHS: dict[str, Any] = {
                         "responses": {"200": _json(_ref("Status"), "Status"), **_COMMON_ERRORS}}},
     "/model-info": {"get": {"summary": "The loaded model and text encoder",
                             "responses": {"200": _json(_ref("ModelInfo"), "Model"), **_COMMON_ERRORS}}},
+    "/loras": {"get": {"summary": "Addition: the LoRAs requests may name in `loras`, and the default set",
+                       "responses": {"200": _json(_ref("Loras"), "LoRAs"), **_COMMON_ERRORS}}},
     "/images/{filename}": {"get": {
         "summary": "A PNG this server generated",
         "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -292,7 +305,7 @@ def _described(schema: dict[str, Any]) -> dict[str, Any]:
     return {key: schema[key] for key in ("description", "default") if key in schema}
 
 
-def openapi_document(spec: ModelSpec) -> dict[str, Any]:
+def openapi_document(spec: ModelSpec, loras: tuple[str, ...] | None = None) -> dict[str, Any]:
     """This server's document: the request bodies state the loaded model's own ranges."""
     return {
         "openapi": "3.1.0",
@@ -303,7 +316,7 @@ def openapi_document(spec: ModelSpec) -> dict[str, Any]:
                                 "shape {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
         "paths": _PATHS,
         "components": {
-            "schemas": {"GenerateRequest": request_schema(spec), **_SCHEMAS, **_openai_requests(spec)},
+            "schemas": {"GenerateRequest": request_schema(spec, loras), **_SCHEMAS, **_openai_requests(spec)},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },

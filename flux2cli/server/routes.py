@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from flux2cli.server.json_body import read_json_object
+from flux2cli.server.loras import check_offered, list_loras, offered
 from flux2cli.server.openai_api import setup_openai_routes
 from flux2cli.server.openapi import openapi_document
 from flux2cli.server.payload import generation_request
@@ -37,6 +38,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/jobs/{job_id}", delete_job, name="job-delete")
     app.router.add_get("/jobs/{job_id}/events", job_events, name="job-events")
     app.router.add_get("/openapi.json", openapi, name="openapi")
+    app.router.add_get("/loras", list_loras, name="loras")
     setup_openai_routes(app)  # additions: OpenAI's Images API under /v1/
 
 
@@ -53,7 +55,8 @@ async def generate(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
     worker.check_can_generate_now()  # answer 503 before reading a large upload
     body = await read_json_object(request)
-    job = worker.submit(await generation_request(body, request.app[ENGINE].spec), exclusive=True)
+    job = worker.submit(check_offered(await generation_request(body, request.app[ENGINE].spec), request.app[ENGINE]),
+                        exclusive=True)
     await wait_for_job(request, job)
     return json_response(job.result)
 
@@ -102,7 +105,8 @@ async def create_job(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
     worker.check_can_queue()
     body = await read_json_object(request)
-    job = worker.submit(await generation_request(body, request.app[ENGINE].spec), exclusive=False)
+    job = worker.submit(check_offered(await generation_request(body, request.app[ENGINE].spec), request.app[ENGINE]),
+                        exclusive=False)
     location = f"/jobs/{job.id}"
     return json_response(
         {"success": True, "id": job.id, "state": job.state, "position": job.position,
@@ -164,4 +168,4 @@ def _sse(event: dict) -> bytes:
 
 async def openapi(request: web.Request) -> web.Response:
     """GET /openapi.json: every route and body of this server."""
-    return json_response(openapi_document(request.app[ENGINE].spec))
+    return json_response(openapi_document(request.app[ENGINE].spec, loras=offered(request.app[ENGINE])))
