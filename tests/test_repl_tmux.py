@@ -157,3 +157,45 @@ def test_a_bad_steps_option_is_one_line(tmp_path):
                             input="", capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: steps must be between 1 and 50 for flux2-tiny (got 0)"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (CI installs it)")
+@pytest.mark.parametrize("no_color", [False, True])
+def test_the_repl_draws_the_image_forming_and_a_thumbnail(tmp_path, no_color):
+    """In colour: half-block cells under the bar while it runs, a thumbnail after the path,
+    and the prompt works after both. NO_COLOR: none of it. Everything the REPL writes to the
+    terminal is recorded (tmux pipe-pane), so frames the bar erases again are seen too."""
+    out_dir = tmp_path / "out"
+    env = {**os.environ, "FLUX2_HOME": str(tmp_path / "home"), "TERM": "xterm-256color", "COLORTERM": "truecolor"}
+    env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
+    command = (f"{shlex.quote(sys.executable)} -m flux2cli repl --model tiny --output-dir {shlex.quote(str(out_dir))}"
+               "; echo FLUX2_EXIT=$?")
+    tmux = Tmux(tmp_path / "tmux.sock", command, env)
+    stream = tmp_path / "stream.txt"
+    subprocess.run([*tmux.base, "pipe-pane", "-o", "-t", "repl", f"cat >> {shlex.quote(str(stream))}"], check=True)
+    try:
+        wait_until(lambda: "flux2>" in tmux.screen(), 180, "the prompt", tmux.screen)
+        tmux.type_line(f"{FIRST} /steps 24")
+        wait_until(lambda: RESULT_LINE.search(tmux.screen()), 240, "the saved path", tmux.screen)
+        tmux.type_line("/show")
+        wait_until(lambda: "steps" in tmux.screen().partition("/show")[2], 30, "/show to answer", tmux.screen)
+        tmux.type_line("quit")
+        wait_until(lambda: "FLUX2_EXIT=0" in tmux.screen(), 60, "the exit", tmux.screen)
+        final = tmux.screen()
+    finally:
+        tmux.kill()
+    written = stream.read_text(errors="replace")
+    during, _, after = written.partition(".png  seed ")
+    assert after, written[-2000:]
+    assert "Traceback" not in final and "error:" not in final, final
+    if no_color:
+        assert "▀" not in written
+        return
+    # while it ran: frames of the bar with cells in 24-bit colour under it
+    assert re.search(r"\d+/24", during), during[-2000:]  # the bar (colour codes stand around "steps")
+    assert during.count("▀") >= 32 * 2 and re.search(r"\x1b\[[0-9;]*38;2;\d+;\d+;\d+", during), during[-2000:]
+    # after the path: a thumbnail of rows of 32 cells, then the prompt again (it answered /show)
+    assert after.partition("flux2>")[0].count("▀") >= 32 * 4, after[:3000]

@@ -46,6 +46,8 @@ def _edge_values(name: str, schema: dict) -> list:
     kind = schema.get("type")
     if "enum" in schema:
         return [*schema["enum"], schema["enum"][0].upper(), "diagonal", 3, None]
+    if kind == "boolean":
+        return [True, False, "true", 1, 0, None]
     if kind == "integer":
         lo, hi = schema["minimum"], schema["maximum"]
         step = schema.get("multipleOf", 1)

@@ -236,3 +236,27 @@ def test_use_these_settings_fills_the_form_from_the_image(browser, server):
     assert not problems, problems
     _shot(page, "web-ui-reuse.png")
     page.context.close()
+
+
+def test_the_result_card_shows_the_image_forming(browser, tiny_engine, tmp_path):
+    """Previews replace each other under the bar while it runs, then the final image comes."""
+    config = ServerConfig(output_dir=tmp_path, preview_every=0.0)
+    with LiveServer(tiny_engine, config) as live:
+        page, _, problems = _page(browser, live, viewport={"width": 1280, "height": 820})
+        page.evaluate("""() => {
+            window.__frames = [];
+            new MutationObserver(() => {
+                const src = document.getElementById('forming').getAttribute('src');
+                if (src && !window.__frames.includes(src)) window.__frames.push(src);
+            }).observe(document.getElementById('forming'), {attributes: true, attributeFilter: ['src']});
+        }""")
+        page.fill("#prompt", TINY_PROMPT)
+        page.fill("#steps", "30")
+        page.click("#generate")
+        card = page.locator(".card").first
+        sync_api.expect(card).to_be_visible(timeout=180_000)
+        frames = page.evaluate("() => window.__frames")
+        assert len(frames) >= 2 and all(f.startswith("data:image/webp;base64,") for f in frames), frames[:3]
+        assert page.locator("#forming").is_hidden()  # the final image took its place
+        assert not problems, problems
+        page.context.close()

@@ -21,6 +21,11 @@ def serve(
              "(else FLUX2_API_KEY).")] = None,
     queue_size: Annotated[int, typer.Option(
         "--queue-size", min=1, max=100, help="Jobs that may wait behind the running one (at most 100).")] = 8,
+    no_previews: Annotated[bool, typer.Option(
+        "--no-previews", help="Send no preview events on job streams (requests may also ask for none).")] = False,
+    preview_every: Annotated[float, typer.Option(
+        "--preview-every", metavar="SECONDS", min=0.0, max=60.0,
+        help="At least this long between two previews of a job (and at most one a step).")] = 0.25,
     cors_origin: Annotated[Optional[str], typer.Option(
         "--cors-origin", metavar="ORIGIN", show_default=False,
         help="Let pages of this one origin (such as https://app.example.com) call the API from a browser; "
@@ -53,7 +58,8 @@ def serve(
                           port=DEFAULT_PORT if port is None else port,
                           api_key=settings.resolve("api_key", api_key) or None,
                           output_dir=settings.output_dir(output_dir), queue_size=queue_size,
-                          cors_origin=parse_origin(cors_origin) if cors_origin else None)
+                          cors_origin=parse_origin(cors_origin) if cors_origin else None,
+                          preview_every=None if no_previews else preview_every)
     check_can_listen(config.host, config.port)
     catalog, loras = opt.lora_catalog(lora, lora_dir)  # the LoRAs requests may name; --lora: the default set
     prepare_output_dir(config.output_dir)  # before the model loads: a bad -o fails at once

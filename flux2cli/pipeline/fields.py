@@ -60,7 +60,7 @@ def quote(value: Any) -> str:
 @dataclass(frozen=True)
 class Field:
     name: str  # on the wire, in metadata and (with dashes) on the command line
-    kind: str  # text | integer | number | choice | image | images | loras
+    kind: str  # text | integer | number | boolean | choice | image | images | loras
     help: str  # one line: the schema's description and the CLI option's help
     minimum: Bound = None
     maximum: Bound = None
@@ -101,6 +101,10 @@ class Field:
             return self._integer(value, spec, name)
         if self.kind == "number":
             return self._number(value, spec, name)
+        if self.kind == "boolean":
+            if not isinstance(value, bool):
+                raise self.refuse(f"{name} must be true or false (got {quote(value)})")
+            return value
         if self.kind == "choice":
             if not isinstance(value, str) or value not in self.choices:
                 raise self.refuse(f"{name} must be one of {', '.join(self.choices)} (got {quote(value)})")
@@ -169,6 +173,8 @@ class Field:
                 schema["maximum"] = hi
             if self.multiple_of:
                 schema["multipleOf"] = self.multiple_of
+        elif self.kind == "boolean":
+            schema = {"type": "boolean"}
         elif self.kind == "choice":
             schema = {"type": "string", "enum": list(self.choices)}
         elif self.kind == "image":
@@ -253,6 +259,8 @@ FIELD: dict[str, Field] = {field.name: field for field in (
           default_text="the server's --lora list, none unless given"),
     Field("negative_prompt", "text", "What to steer away from, for models that run classifier-free guidance "
           "(klein base); others refuse it.", applies=_runs_cfg, unused_text="runs no classifier-free guidance"),
+    Field("preview", "boolean", "Send preview events with the image as it forms on the job's event stream "
+          "(unless the server runs with --no-previews).", default=True, stored=False),
 )}
 
 

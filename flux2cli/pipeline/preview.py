@@ -111,6 +111,16 @@ def vae_latents(pipe: Any, packed: Any, height: int, width: int) -> Any:
     return pipe._unpatchify_latents(grid * std + mean)
 
 
+def preview_data_url(image: Any, quality: int = 70) -> str:
+    """A preview as a small WebP data URL, as the server's preview events carry it."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=quality)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _to_image(pixels: Any) -> Any:
     """(3, h, w) in [-1, 1] -> a PIL image, enlarged (nearest) or shrunk to MAX_SIDE."""
     from PIL import Image

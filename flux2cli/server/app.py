@@ -56,7 +56,8 @@ async def _worker_context(app: web.Application) -> AsyncIterator[None]:
     if removed := recover_output_dir(config.output_dir):
         log.info("removed %d file(s) an interrupted save left in the output folder", removed)
     worker = GenerationWorker(app[ENGINE], config.output_dir, queue_size=config.queue_size,
-                              reference_pixel_budget=config.reference_pixel_budget)
+                              reference_pixel_budget=config.reference_pixel_budget,
+                              preview_every=config.preview_every)
     await worker.start()
     app[WORKER] = worker
     yield

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flux2cli.errors import InvalidRequest
-from flux2cli.server.worker import DEFAULT_QUEUE_SIZE, DEFAULT_REFERENCE_PIXEL_BUDGET
+from flux2cli.server.worker import DEFAULT_PREVIEW_EVERY, DEFAULT_QUEUE_SIZE, DEFAULT_REFERENCE_PIXEL_BUDGET
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2222
@@ -40,6 +40,7 @@ class ServerConfig:
     header_timeout: float = HEADER_TIMEOUT
     body_timeout: float = BODY_TIMEOUT
     reference_pixel_budget: int = DEFAULT_REFERENCE_PIXEL_BUDGET
+    preview_every: float | None = DEFAULT_PREVIEW_EVERY  # seconds between a job's previews; None: off
 
     @property
     def loopback(self) -> bool:

@@ -99,6 +99,14 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {name: {"type": "integer"} for name in ("step", "total_steps", "current", "batch")},
     },
+    "Preview": {
+        "type": "object",
+        "properties": {
+            "step": {"type": "integer"}, "total_steps": {"type": "integer"},
+            "image": {"type": ["string", "null"], "description": "data:image/webp;base64,... at most 256 px a "
+                      "side; null in events replayed after a newer preview"},
+        },
+    },
     "JobCreated": {
         "type": "object",
         "properties": {
@@ -116,6 +124,8 @@ _SCHEMAS: dict[str, Any] = {
             "position": {"type": ["integer", "null"], "description": "1 = next to run"},
             "prompt": {"type": "string"},
             "progress": _ref("Progress"),
+            "preview": {"oneOf": [_ref("Preview"), {"type": "null"}],
+                        "description": "The newest preview while the job runs"},
             "cancel_requested": {"type": "boolean"},
             "result": {"oneOf": [_ref("GenerateResponse"), {"type": "null"}]},
             "error": {"type": ["string", "null"]},
@@ -170,7 +180,10 @@ _PATHS: dict[str, Any] = {
         "description": (
             "Events, each with an id (Last-Event-ID resumes) and JSON data: `queued` {state, position}, "
             "`started` {state, total_steps, batch}, `step` {step, total_steps, current, batch}, "
-            "`done` {state, result: GenerateResponse}, `error` {state: error|cancelled, error, status}. "
+            "`preview` {step, total_steps, image} (the image as it forms: at most one a step and one every "
+            "--preview-every seconds, unless the request sent preview: false or the server runs with "
+            "--no-previews), `done` {state, result: GenerateResponse}, `error` {state: error|cancelled, error, "
+            "status}. "
             "The stream ends after `done` or `error`."),
         "parameters": _JOB_ID,
         "responses": {"200": {"description": "Event stream", "content": {"text/event-stream": {}}},

@@ -28,6 +28,9 @@ async def generation_request(body: dict[str, Any], spec: ModelSpec) -> Generatio
     if prompt is None:
         raise InvalidRequest("prompt is required: describe the image to generate", field="prompt")
     values = {name: body.get(name) for name in replayed()}
+    for field in FIELD.values():  # the job's own options (preview): checked here, read by job_options
+        if not field.stored and field.kind not in ("image", "images"):
+            field.check(body.get(field.name), spec)
 
     sources = _reference_sources(body)
     if not sources:
@@ -43,6 +46,11 @@ async def generation_request(body: dict[str, Any], spec: ModelSpec) -> Generatio
             raise InvalidRequest(str(error), field=name.split("[", 1)[0]) from None
     return GenerationRequest.create(prompt, model=spec, reference_images=images,
                                     raw_input=prompt if isinstance(prompt, str) else None, **values)
+
+
+def wants_previews(body: dict[str, Any]) -> bool:
+    """The ``preview`` field of a body ``generation_request`` checked: true unless false."""
+    return body.get("preview") is not False
 
 
 def _reference_sources(body: dict[str, Any]) -> list[tuple[str, Any]]:

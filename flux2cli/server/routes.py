@@ -15,7 +15,7 @@ from flux2cli.server.json_body import read_json_object
 from flux2cli.server.loras import check_offered, list_loras, offered
 from flux2cli.server.openai_api import setup_openai_routes
 from flux2cli.server.openapi import openapi_document
-from flux2cli.server.payload import generation_request
+from flux2cli.server.payload import generation_request, wants_previews
 from flux2cli.server.responses import json_response
 from flux2cli.server.state import CONFIG, ENGINE, WORKER
 from flux2cli.server.waiting import wait_for_job
@@ -106,7 +106,7 @@ async def create_job(request: web.Request) -> web.Response:
     worker.check_can_queue()
     body = await read_json_object(request)
     job = worker.submit(check_offered(await generation_request(body, request.app[ENGINE].spec), request.app[ENGINE]),
-                        exclusive=False)
+                        exclusive=False, previews=wants_previews(body))
     location = f"/jobs/{job.id}"
     return json_response(
         {"success": True, "id": job.id, "state": job.state, "position": job.position,

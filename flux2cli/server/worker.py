@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol
 
 from flux2cli.errors import Busy, Flux2Error, GenerationCancelled, GenerationError
 from flux2cli.pipeline.events import StepEvent
+from flux2cli.pipeline.preview import preview_data_url
 from flux2cli.pipeline.output import generation_body
 from flux2cli.pipeline.registry import ModelSpec
 from flux2cli.pipeline.request import GenerationRequest
@@ -58,6 +59,7 @@ MAX_QUEUE_SIZE = 100
 DEFAULT_REFERENCE_PIXEL_BUDGET = 2 * 4 * 5376 * 3072
 KEEP_FINISHED_JOBS = 64  # finished jobs stay readable through GET /jobs/{id} for a while
 DEFAULT_SECONDS_PER_STEP = 1.0  # until the first generation has been timed
+DEFAULT_PREVIEW_EVERY = 0.25  # seconds: at most ~4 previews a second (and one a step)
 
 
 class GenerationEngine(Protocol):
@@ -93,6 +95,8 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     events: list[dict[str, Any]] = field(default_factory=list)  # id, event, data
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    previews: bool = False  # send preview events (POST /jobs asked, the server draws them)
+    latest_preview: dict[str, Any] | None = None
     _images_done: int = 0
     _pass_batch: int = 0
 
@@ -150,6 +154,25 @@ class Job:
         self.current = min(self.request.batch, self._images_done + 1)
         self.publish("step", self.progress())
 
+    def on_preview(self, step: int, total_steps: int, image: str) -> None:
+        """A preview drawn in the worker thread (called on the loop thread). Only the newest
+        keeps its image in the event history: replays and GET /jobs need no older frames."""
+        if self.state != RUNNING:
+            return
+        self.drop_preview()
+        self.latest_preview = {"step": step, "total_steps": total_steps, "image": image}
+        self.publish("preview", self.latest_preview)
+
+    def drop_preview(self) -> None:
+        """Forget the newest preview's image (events already sent keep what they sent)."""
+        if self.latest_preview is None:
+            return
+        for event in reversed(self.events):
+            if event["event"] == "preview":
+                event["data"] = {**event["data"], "image": None}
+                break
+        self.latest_preview = None
+
     def snapshot(self) -> dict[str, Any]:
         """The body of GET /jobs/{id}."""
         return {
@@ -159,6 +182,7 @@ class Job:
             "position": self.position,
             "prompt": self.request.prompt,
             "progress": self.progress(),
+            "preview": self.latest_preview if not self.is_finished else None,
             "cancel_requested": self.cancel.is_set(),
             "result": self.result,
             "error": str(self.error) if self.error is not None else None,
@@ -171,7 +195,8 @@ class GenerationWorker:
 
     def __init__(self, engine: GenerationEngine, output_dir: Path, *,
                  queue_size: int = DEFAULT_QUEUE_SIZE, keep_finished: int = KEEP_FINISHED_JOBS,
-                 reference_pixel_budget: int = DEFAULT_REFERENCE_PIXEL_BUDGET):
+                 reference_pixel_budget: int = DEFAULT_REFERENCE_PIXEL_BUDGET,
+                 preview_every: float | None = DEFAULT_PREVIEW_EVERY):
         if not 1 <= queue_size <= MAX_QUEUE_SIZE:
             raise ValueError(f"queue_size must be from 1 to {MAX_QUEUE_SIZE}")
         self.engine = engine
@@ -179,6 +204,7 @@ class GenerationWorker:
         self.queue_size = queue_size
         self.reference_pixel_budget = reference_pixel_budget
         self.keep_finished = keep_finished
+        self.preview_every = preview_every  # seconds between previews of a job; None: no previews
         self.written: set[str] = set()  # file names this server saved; GET /images serves only these
         self.history: deque[Job] = deque(maxlen=32)  # finished jobs of both kinds, newest last
         self.running: Job | None = None
@@ -256,13 +282,15 @@ class GenerationWorker:
             raise Busy(f"the queued jobs already hold {held / 1e6:.0f} megapixels of reference images; "
                        f"try again when the queue is shorter")
 
-    def submit(self, request: GenerationRequest, *, exclusive: bool) -> Job:
-        """Queue a generation. ``exclusive`` (POST /generate): only if nothing else is running."""
+    def submit(self, request: GenerationRequest, *, exclusive: bool, previews: bool = False) -> Job:
+        """Queue a generation. ``exclusive`` (POST /generate): only if nothing else is running.
+        ``previews``: the job's event stream carries previews (when the server draws them)."""
         if exclusive:
             self.check_can_generate_now()
         else:
             self.check_can_queue()
-        job = Job(request=request, kind="generate" if exclusive else "job")
+        job = Job(request=request, kind="generate" if exclusive else "job",
+                  previews=previews and self.preview_every is not None)
         self.check_reference_budget(job)
         if not exclusive:
             self._jobs[job.id] = job
@@ -324,8 +352,18 @@ class GenerationWorker:
         job.publish("started", {"state": RUNNING, "total_steps": job.total_steps, "batch": job.request.batch})
         loop = asyncio.get_running_loop()
 
+        last_preview = [float("-inf")]
+
         def on_step(event: StepEvent) -> None:  # worker thread
             loop.call_soon_threadsafe(job.on_step, event)
+            # At most one preview a step and one every preview_every seconds; the last step's
+            # is skipped, the image itself follows at once.
+            now = time.monotonic()
+            if (job.previews and event.preview is not None and event.step < event.total_steps
+                    and now - last_preview[0] >= self.preview_every):
+                last_preview[0] = now
+                image = preview_data_url(event.preview())
+                loop.call_soon_threadsafe(job.on_preview, event.step, event.total_steps, image)
 
         def work() -> tuple[list[Any], float]:  # worker thread
             start = time.perf_counter()
@@ -363,6 +401,7 @@ class GenerationWorker:
         job.position = None
         if job.request.reference_images:  # finished jobs are kept a while; their uploads need not be
             job.request = replace(job.request, reference_images=())
+        job.drop_preview()  # nor their last preview: the image itself is there now
         if error is None:
             job.state, job.result = DONE, result
             job.publish(DONE, {"state": DONE, "result": result})

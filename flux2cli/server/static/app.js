@@ -115,6 +115,19 @@ function setProgress(text, fraction) {
   else bar.value = fraction;
 }
 
+// The image as it forms, under the bar: a bad one can be cancelled after a few steps.
+function showPreview(dataUrl) {
+  const forming = $("forming");
+  forming.src = dataUrl;
+  forming.hidden = false;
+}
+
+function hidePreview() {
+  const forming = $("forming");
+  forming.hidden = true;
+  forming.removeAttribute("src");
+}
+
 async function loadModelInfo() {
   try {
     const response = await apiExpect("/model-info");
@@ -192,11 +205,15 @@ async function followJob(id, request) {
     } else if (event === "step") {
       const images = data.batch > 1 ? ` · ${data.batch} images` : "";
       setProgress(`Step ${data.step} of ${data.total_steps}${images}`, data.step / data.total_steps);
+    } else if (event === "preview") {
+      if (data.image) showPreview(data.image);
     } else if (event === "done") {
+      hidePreview();
       setProgress(`Done in ${data.result.generation_time.toFixed(2)} s`, 1);
       await showResults(data.result, request);
       return;
     } else if (event === "error") {
+      hidePreview();
       if (data.state === "cancelled") {
         setProgress("Cancelled.", 0);
         return;
