@@ -118,7 +118,7 @@ def request_body(request: GenerationRequest) -> dict[str, Any]:
         body.update(orientation=request.orientation, size=request.size)
     else:
         body.update(width=request.width, height=request.height)
-    for name in ("guidance", "negative_prompt", "strength"):
+    for name in ("guidance", "negative_prompt", "strength", "cache"):
         if getattr(request, name) is not None:
             body[name] = getattr(request, name)
     if request.reference_images:
@@ -217,11 +217,12 @@ def _write_pair(png: bytes, entry: dict[str, Any], request: GenerationRequest, o
     path = output_dir / entry["filename"]
     sidecar = path.with_suffix(".prompt")
     timings = {name: float(value) for name, value in entry["timings"].items()}
-    text = sidecar_text(request, int(entry["seed"]), timings).encode("utf-8")
+    evaluations = entry.get("evaluations")
+    text = sidecar_text(request, int(entry["seed"]), timings, evaluations).encode("utf-8")
     atomic_write(sidecar, lambda handle: handle.write(text))  # sidecar first: a PNG never appears without it
     try:
         atomic_write(path, lambda handle: handle.write(png))
     except BaseException:
         sidecar.unlink(missing_ok=True)
         raise
-    return SavedImage(path=path, sidecar=sidecar, seed=int(entry["seed"]), timings=timings)
+    return SavedImage(path=path, sidecar=sidecar, seed=int(entry["seed"]), timings=timings, evaluations=evaluations)

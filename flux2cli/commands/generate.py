@@ -50,6 +50,7 @@ def generate(
     compile: opt.CompileOpt = False,
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
+    cache: opt.CacheOpt = None,
     lora: opt.LoraOpt = None,
     lora_dir: opt.LoraDirOpt = None,
     lora_fuse: opt.LoraFuseOpt = False,
@@ -78,7 +79,8 @@ def generate(
     parsed = parse_modifiers(prompt or "")
     settings = {"orientation": orientation and orientation.strip().lower(), "size": size and normalize_size(size),
                 "width": width, "height": height, "steps": steps, "seed": seed, "batch": batch,
-                "guidance": guidance, "negative_prompt": negative_prompt}
+                "guidance": guidance, "negative_prompt": negative_prompt,
+                "cache": cache and cache.strip().lower()}  # a request field, so a resident server runs it too
     settings.update(parsed.overrides)
     references = [load_reference_file(path) for path in input_image or ()]
     notices: tuple[str, ...] = ()

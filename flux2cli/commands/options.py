@@ -51,6 +51,9 @@ OffloadOpt = Annotated[str, typer.Option(
 VaeTilingOpt = Annotated[str, typer.Option(
     "--vae-tiling", rich_help_panel=MODEL_PANEL, metavar="auto|on|off", autocompletion=choices("auto", "on", "off"),
     help="Decode the image in tiles; auto tiles above 2 MP.")]
+CacheOpt = Annotated[Optional[str], typer.Option(
+    "--cache", rich_help_panel=MODEL_PANEL, metavar="|".join(FIELD["cache"].choices), show_default=False,
+    autocompletion=choices(*FIELD["cache"].choices), help=FIELD["cache"].option_help())]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", "-s", show_default=False, help=FIELD["steps"].option_help())]
 OutputDirOpt = Annotated[Optional[Path], typer.Option(
     "--output-dir", "-o", show_default=False,
@@ -58,17 +61,21 @@ OutputDirOpt = Annotated[Optional[Path], typer.Option(
 
 
 def load_engine(spec: Any, *, local_encoder: bool, remote_encoder: str | None, compile: bool, offload: str,
-                vae_tiling: str) -> Any:
+                vae_tiling: str, cache: str | None = None) -> Any:
     """The model flags above and the settings, checked, then the model loaded under a spinner
-    (every loading command: generate, repl, serve)."""
+    (every loading command: generate, repl, serve). ``cache``: the step caching of requests
+    that name none (checked as the request field, so a bad value fails before loading)."""
     from flux2cli.api import load_options
     from flux2cli.console import notice, stderr
     from flux2cli.pipeline.engine import Engine
 
+    cache = FIELD["cache"].check(cache, label="--cache")
     options = load_options(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
                            offload=offload, vae_tiling=vae_tiling, notify=notice)
     with stderr.status(f"loading {spec.display_name}…"):
-        return Engine.load(spec, options)
+        engine = Engine.load(spec, options)
+    engine.default_cache = cache or engine.default_cache
+    return engine
 
 
 LORA_PANEL = "LoRA"

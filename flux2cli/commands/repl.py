@@ -18,6 +18,7 @@ def repl(
     compile: opt.CompileOpt = False,
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
+    cache: opt.CacheOpt = None,
     lora: opt.LoraOpt = None,
     lora_dir: opt.LoraDirOpt = None,
     lora_fuse: opt.LoraFuseOpt = False,
@@ -39,7 +40,7 @@ def repl(
     catalog, loras = opt.lora_catalog(lora, lora_dir)
 
     engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                             offload=offload, vae_tiling=vae_tiling)
+                             offload=offload, vae_tiling=vae_tiling, cache=cache)
     opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
     session.loras = ReplLoras(catalog, loras)
     session.loras.load = engine.loras.load

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class GeneratedImage:
     # Per image; a batch shares one encoding and one pipeline call, so each image
     # carries its share of both and the shares add up to the batch's wall time.
     timings: dict[str, float]
+    # Step caching's report: full transformer evaluations of the calls (step_cache.Counter.report).
+    evaluations: dict[str, Any] | None = None
 
 
 class Engine:
@@ -50,6 +52,7 @@ class Engine:
         self._lock = threading.Lock()
         self.loras = LoraAdapters(pipe, spec.display_name)  # front ends configure it (catalog, --lora)
         self.previewer = Previewer(pipe, LinearMap.read(spec.local_dir))
+        self.default_cache = "off"  # a front end's --cache; a request's cache field overrides it
 
     @classmethod
     def load(cls, model: ModelSpec | str, options: LoadOptions | None = None) -> Engine:
@@ -104,10 +107,16 @@ class Engine:
     ) -> list[SavedImage]:
         results = self.generate(request, on_step=on_step, cancel=cancel)
         request = self.loras.stamp(request)  # the images record the LoRAs used, with their sha256
+        request = replace(request, cache=self.cache_mode(request))  # and the step caching that ran
         return save_images(results, request, output_dir=output_dir, model_name=self.spec.display_name)
+
+    def cache_mode(self, request: GenerationRequest) -> str:
+        return request.cache or self.default_cache
 
     def _generate(self, request, on_step, cancel) -> list[GeneratedImage]:
         import torch
+
+        from flux2cli.pipeline.step_cache import step_cache
 
         self.loras.apply(request.loras)  # loads each LoRA once; switching sets never reloads the model
         embeds, encoding = self.encoder.encode(self.embedding_key(request.prompt))
@@ -142,7 +151,8 @@ class Engine:
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
         steps_run = request.steps
         start = time.perf_counter()
-        with torch.inference_mode():
+        mode = self.cache_mode(request)
+        with torch.inference_mode(), step_cache(self.pipe.transformer, mode) as counter:
             if request.reference_images:
                 # References larger than the model's native 1 MP only cost time and memory.
                 max_pixels = math.prod(self.spec.dimensions("square", "1mp"))
@@ -168,7 +178,8 @@ class Engine:
         diffusion = time.perf_counter() - start
         share = {"encoding": encoding / request.batch, "diffusion": diffusion / request.batch}
         share["total"] = share["encoding"] + share["diffusion"]
-        return [GeneratedImage(image, seed, dict(share))
+        evaluations = counter.report(mode, steps_run)
+        return [GeneratedImage(image, seed, dict(share), dict(evaluations))
                 for image, seed in zip(output.images, request.seeds)]
 
 

@@ -37,6 +37,7 @@ MAX_PROMPT_CHARS = 4000
 MAX_REFERENCE_IMAGES = 4
 DEFAULT_STRENGTH = 0.75
 MAX_GUIDANCE = 30.0
+CACHE_MODES = ("off", "taylorseer", "fbc")  # pipeline/step_cache.py installs them
 # What a value is quoted with in a message at most: a 1 MB value is described, never echoed.
 QUOTE_CHARS = 40
 # The format of reference-image strings in the schema; "not a decodable image" is a rule that
@@ -259,6 +260,10 @@ FIELD: dict[str, Field] = {field.name: field for field in (
           default_text="the server's --lora list, none unless given"),
     Field("negative_prompt", "text", "What to steer away from, for models that run classifier-free guidance "
           "(klein base); others refuse it.", applies=_runs_cfg, unused_text="runs no classifier-free guidance"),
+    Field("cache", "choice", "Step caching: reuse transformer work between steps (taylorseer forecasts "
+          "skipped steps; fbc skips the later blocks when the first barely changes); faster, slightly "
+          "different images.", choices=CACHE_MODES,
+          default_text="the command's or server's --cache, else off"),
     Field("preview", "boolean", "Send preview events with the image as it forms on the job's event stream "
           "(unless the server runs with --no-previews).", default=True, stored=False),
 )}

@@ -39,6 +39,7 @@ class SavedImage:
     sidecar: Path
     seed: int
     timings: dict[str, float]  # encoding, diffusion, save, total
+    evaluations: dict[str, Any] | None = None  # step caching's work report (step_cache.Counter.report)
 
     @property
     def filename(self) -> str:
@@ -51,6 +52,7 @@ class Generated(Protocol):
     image: Any
     seed: int
     timings: dict[str, float]
+    # and, optionally, ``evaluations``: step caching's report (the engine's results carry it)
 
 
 def new_filename(now: datetime | None = None) -> str:
@@ -197,8 +199,13 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def sidecar_text(request: GenerationRequest, seed: int, timings: dict[str, float]) -> str:
+def sidecar_text(request: GenerationRequest, seed: int, timings: dict[str, float],
+                 evaluations: dict[str, Any] | None = None) -> str:
     raw = request.raw_input if request.raw_input is not None else request.prompt
+    # The spec's lines, then (only when a step cache ran) how much transformer work it skipped.
+    cached = "" if not evaluations or evaluations.get("cache", "off") == "off" else (
+        f"# Cache: {evaluations['cache']}, {evaluations['full_evaluations']} full transformer evaluations "
+        f"of {evaluations['transformer_calls']} calls ({evaluations['steps']} steps)\n")
     return (
         f"# Raw input: {_one_line(raw)}\n"
         f"# Prompt: {_one_line(request.prompt)}\n"
@@ -207,6 +214,7 @@ def sidecar_text(request: GenerationRequest, seed: int, timings: dict[str, float
         f"# Steps: {request.steps}\n"
         f"# Timings: encoding={timings['encoding']:.2f}s, diffusion={timings['diffusion']:.2f}s, "
         f"save={timings['save']:.2f}s\n"
+        f"{cached}"
     )
 
 
@@ -230,6 +238,7 @@ def save_image(
     timings: dict[str, float],
     output_dir: Path,
     model_name: str,
+    evaluations: dict[str, Any] | None = None,
 ) -> SavedImage:
     """Save one PNG with its metadata and sidecar; ``timings`` has encoding and diffusion.
 
@@ -238,13 +247,13 @@ def save_image(
     """
     try:
         return _save_pair(image, request, seed=seed, timings=timings, output_dir=Path(output_dir),
-                          model_name=model_name)
+                          model_name=model_name, evaluations=evaluations)
     except OSError as error:
         raise storage_error(error) from error
 
 
 def _save_pair(image: Any, request: GenerationRequest, *, seed: int, timings: dict[str, float],
-               output_dir: Path, model_name: str) -> SavedImage:
+               output_dir: Path, model_name: str, evaluations: dict[str, Any] | None = None) -> SavedImage:
     from PIL.PngImagePlugin import PngInfo
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +264,8 @@ def _save_pair(image: Any, request: GenerationRequest, *, seed: int, timings: di
     info.add_text("parameters", a1111_parameters(request, seed, model_name))
     metadata = {**request.to_metadata(), "seed": seed, "model_name": model_name,
                 "timings": {k: round(v, 4) for k, v in timings.items()}}
+    if evaluations:
+        metadata["evaluations"] = evaluations
     info.add_text("flux2", json.dumps(metadata, ensure_ascii=False))
     png_tmp = _write_temp(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
     sidecar_placed = False
@@ -262,7 +273,7 @@ def _save_pair(image: Any, request: GenerationRequest, *, seed: int, timings: di
         save_seconds = time.perf_counter() - start
         full = {"encoding": timings["encoding"], "diffusion": timings["diffusion"], "save": save_seconds}
         full["total"] = full["encoding"] + full["diffusion"] + save_seconds
-        text = sidecar_text(request, seed, full).encode("utf-8")
+        text = sidecar_text(request, seed, full, evaluations).encode("utf-8")
         sidecar_tmp = _write_temp(sidecar, lambda handle: handle.write(text))
         try:
             os.replace(sidecar_tmp, sidecar)  # sidecar first: a PNG never appears without it
@@ -276,7 +287,7 @@ def _save_pair(image: Any, request: GenerationRequest, *, seed: int, timings: di
         if sidecar_placed:
             sidecar.unlink(missing_ok=True)  # the pair lands whole or not at all
         raise
-    return SavedImage(path=path, sidecar=sidecar, seed=seed, timings=full)
+    return SavedImage(path=path, sidecar=sidecar, seed=seed, timings=full, evaluations=evaluations)
 
 
 def remove_saved(saved: Iterable[SavedImage]) -> None:
@@ -294,7 +305,8 @@ def save_images(results: Iterable[Generated], request: GenerationRequest, *, out
     try:
         for result in results:
             saved.append(save_image(result.image, request, seed=result.seed, timings=result.timings,
-                                    output_dir=output_dir, model_name=model_name))
+                                    output_dir=output_dir, model_name=model_name,
+                                    evaluations=getattr(result, "evaluations", None)))
     except BaseException:
         remove_saved(saved)
         raise
@@ -305,7 +317,9 @@ def generation_body(saved: list[SavedImage], generation_time: float) -> dict[str
     """The spec's ``POST /generate`` success body; `flux2 generate --json` prints it too."""
     return {
         "success": True,
+        # "evaluations" is an addition to the spec's body (step caching's work report).
         "images": [{"filename": s.filename, "seed": s.seed,
-                    "timings": {k: round(v, 3) for k, v in s.timings.items()}} for s in saved],
+                    "timings": {k: round(v, 3) for k, v in s.timings.items()},
+                    **({"evaluations": s.evaluations} if s.evaluations else {})} for s in saved],
         "generation_time": round(generation_time, 3),
     }

@@ -54,6 +54,7 @@ class GenerationRequest:
     raw_input: str | None = None  # what the user typed, modifiers included
     # LoRAs by name (flux2cli.lora.refs.LoraRef); None: the engine's defaults (a front end's --lora)
     loras: tuple[Any, ...] | None = None
+    cache: str | None = None  # step caching (fields.CACHE_MODES); None: the engine's default (a front end's --cache)
     notices: tuple[str, ...] = ()  # things the user should hear, e.g. an ignored setting
 
     @property

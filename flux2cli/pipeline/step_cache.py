@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-MODES = ("off", "taylorseer", "fbc")
+from flux2cli.pipeline.fields import CACHE_MODES as MODES  # declared with the request field
+
 FBC_THRESHOLD = 0.1  # relative change of the first single block's residual
 TAYLORSEER_INTERVAL = 3
 TAYLORSEER_WARMUP = 4
@@ -31,7 +32,12 @@ TAYLORSEER_WARMUP = 4
 
 @dataclass
 class Counter:
-    evaluations: int = 0
+    evaluations: int = 0  # transformer calls in which every block ran
+    calls: int = 0  # all transformer calls: steps x CFG passes
+
+    def report(self, mode: str, steps: int) -> dict[str, Any]:
+        """What results and metadata say of the work done: full evaluations of ``calls``."""
+        return {"cache": mode, "steps": steps, "transformer_calls": self.calls, "full_evaluations": self.evaluations}
 
 
 @contextmanager
@@ -39,15 +45,25 @@ def step_cache(transformer: Any, mode: str) -> Iterator[Counter]:
     """Install ``mode`` on ``transformer`` for the duration; yields the evaluation counter."""
     import torch
 
+    if mode not in MODES:
+        raise ValueError(f"unknown cache mode {mode!r}")
     counter = Counter()
+    # A pre-hook runs in Module.__call__, whatever forward the cache hooks put in place.
+    calls = transformer.register_forward_pre_hook(lambda *_: setattr(counter, "calls", counter.calls + 1))
+    if mode == "off":
+        # Every call is a full one; no hook inside the blocks, which --compile would have to trace.
+        try:
+            yield counter
+        finally:
+            calls.remove()
+            counter.evaluations = counter.calls
+        return
     # The last single block's attention runs only in a full evaluation: both caches skip it.
     attention = transformer.single_transformer_blocks[-1].attn
     probe = [module for module in attention.modules() if isinstance(module, torch.nn.Linear)][-1]
     handle = probe.register_forward_hook(lambda *_: setattr(counter, "evaluations", counter.evaluations + 1))
     try:
-        if mode == "off":
-            yield counter
-        elif mode == "taylorseer":
+        if mode == "taylorseer":
             from diffusers.hooks import TaylorSeerCacheConfig
 
             transformer.enable_cache(TaylorSeerCacheConfig(
@@ -57,13 +73,12 @@ def step_cache(transformer: Any, mode: str) -> Iterator[Counter]:
                 yield counter
             finally:
                 transformer.disable_cache()
-        elif mode == "fbc":
+        else:
             with _first_block_cache(transformer):
                 yield counter
-        else:
-            raise ValueError(f"unknown cache mode {mode!r}")
     finally:
         handle.remove()
+        calls.remove()
 
 
 @contextmanager

@@ -49,6 +49,11 @@ _SCHEMAS: dict[str, Any] = {
             "seed": {"type": "integer"},
             "timings": {"type": "object", "properties": {
                 name: {"type": "number"} for name in ("encoding", "diffusion", "save", "total")}},
+            "evaluations": {
+                "type": "object", "description": "Addition. Step caching's work: full transformer evaluations "
+                                                 "of the transformer calls (steps x guidance passes).",
+                "properties": {"cache": {"type": "string"}, "steps": {"type": "integer"},
+                               "transformer_calls": {"type": "integer"}, "full_evaluations": {"type": "integer"}}},
         },
     },
     "GenerateResponse": {
