@@ -24,6 +24,7 @@ from flux2cli.errors import (
 from flux2cli.lora.adapters import LoraAdapters
 from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.img2img import fit_reference, sdedit_start
+from flux2cli.pipeline.inpaint import MaskedEdit
 from flux2cli.pipeline.loading import LoadOptions, load_model_parts
 from flux2cli.pipeline.output import SavedImage, save_images
 from flux2cli.pipeline.preview import LinearMap, Previewer
@@ -133,14 +134,18 @@ class Engine:
             kwargs["guidance_scale"] = request.guidance
 
         previous: list[Any] = [None]  # the latents one step before, for the preview's x0 estimate
+        edit: MaskedEdit | None = None  # a mask or expand: inpaint.py says why this hook and not a pipeline
+        width, height = request.width, request.height  # what the pipeline draws (a masked edit's canvas)
 
         def step_end(pipe, index, timestep, callback_kwargs):
             latents = callback_kwargs.get("latents")
+            if edit is not None and latents is not None:  # the kept region back at this step's noise level
+                latents = callback_kwargs["latents"] = edit.blend(latents, index)
             if on_step is not None:
                 sigmas = self.previewer.sigmas()
                 before = previous[0]
                 preview = None if latents is None or before is None else (lambda: self.previewer.render(
-                    latents, request.height, request.width, previous=before, sigmas=sigmas))
+                    latents, height, width, previous=before, sigmas=sigmas))
                 on_step(StepEvent(index + 1, steps_run, request.batch, preview=preview))
             previous[0] = latents
             if cancel is not None and cancel.is_set():
@@ -158,7 +163,13 @@ class Engine:
                 max_pixels = math.prod(self.spec.dimensions("square", "1mp"))
                 references = [fit_reference(ref.image, max_pixels) for ref in request.reference_images]
                 kwargs["image"] = references
-                if request.strength < 1.0:
+                if request.mask is not None or request.expand is not None:
+                    edit = MaskedEdit(self.pipe, request, generators)
+                    # As in diffusers' inpaint pipeline, the edited image is the start, not a
+                    # reference: given as one, models copy it into the masked area too.
+                    kwargs.update(edit.kwargs, image=references[1:] or None)
+                    steps_run, width, height = edit.steps_run, edit.width, edit.height
+                elif request.strength < 1.0:
                     sdedit = sdedit_start(self.pipe, references[0], width=request.width,
                                           height=request.height, steps=request.steps,
                                           strength=request.strength, generators=generators)
@@ -166,8 +177,8 @@ class Engine:
                     steps_run = sdedit.steps_run
             output = self.pipe(
                 prompt_embeds=embeds,
-                height=request.height,
-                width=request.width,
+                height=height,
+                width=width,
                 num_inference_steps=request.steps,
                 num_images_per_prompt=request.batch,
                 generator=generators,
@@ -180,7 +191,8 @@ class Engine:
         share["total"] = share["encoding"] + share["diffusion"]
         evaluations = counter.report(mode, steps_run)
         return [GeneratedImage(image, seed, dict(share), dict(evaluations))
-                for image, seed in zip(output.images, request.seeds)]
+                for image, seed in zip(output.images if edit is None else edit.finish(output.images),
+                                       request.seeds)]
 
 
 def _generation_error(error: Exception) -> Flux2Error:

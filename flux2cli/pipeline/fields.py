@@ -61,7 +61,7 @@ def quote(value: Any) -> str:
 @dataclass(frozen=True)
 class Field:
     name: str  # on the wire, in metadata and (with dashes) on the command line
-    kind: str  # text | integer | number | boolean | choice | image | images | loras
+    kind: str  # text | integer | number | boolean | choice | image | images | loras | box
     help: str  # one line: the schema's description and the CLI option's help
     minimum: Bound = None
     maximum: Bound = None
@@ -112,6 +112,8 @@ class Field:
             return value
         if self.kind == "loras":
             return _loras(self, value, name)
+        if self.kind == "box":
+            return _box(self, value, spec, name)
         return value  # text and images have their own checks (request._prompt, images.py)
 
     def _context(self, spec: ModelSpec | None) -> str:
@@ -186,6 +188,9 @@ class Field:
                 schema["maxItems"] = self.max_items
         elif self.kind == "loras":
             schema = _loras_schema(self, loras)
+        elif self.kind == "box":
+            schema = {"type": "array", "minItems": 4, "maxItems": 4,
+                      "items": {"type": "integer", "minimum": lo, "maximum": hi}}
         description = self.help
         if self.default_text:
             description += f" Default: {self.default_text}."
@@ -221,6 +226,12 @@ def _tallest(spec: ModelSpec) -> int:
 
 def _runs_cfg(spec: ModelSpec) -> bool:
     return spec.cfg
+
+
+def _expand_hi(spec: ModelSpec) -> int:
+    """A quarter of the shortest side among the model's largest sizes, in steps of 16: an
+    expansion the schema can state; the grown canvas must still fit (request.py checks)."""
+    return min(min(size) for size in spec.largest_sizes()) // 4 // 16 * 16
 
 
 _FITS = "a multiple of 16; width x height must fit within one of the model's 4mp sizes"
@@ -264,6 +275,14 @@ FIELD: dict[str, Field] = {field.name: field for field in (
           "skipped steps; fbc skips the later blocks when the first barely changes); faster, slightly "
           "different images.", choices=CACHE_MODES,
           default_text="the command's or server's --cache, else off"),
+    Field("mask_image", "image", "Mask for the first reference image, a data URL or bare base64 PNG, JPEG or "
+          "WebP: white = regenerate, black = keep, grey = partial; resized to the image if sizes differ "
+          "(an empty string means none).", stored=False),
+    Field("expand", "box", "Outpainting: pixels to add left, top, right and bottom of the first reference "
+          "image (each rounded up to a multiple of 16); the new border is generated.", minimum=0,
+          maximum=_expand_hi, model_bound=True,
+          range_text="four whole numbers L,T,R,B, each 0 to a quarter of the model's shortest 4mp side "
+                     "(768 for [dev] and [klein]); the grown image must fit the model's 4mp sizes"),
     Field("preview", "boolean", "Send preview events with the image as it forms on the job's event stream "
           "(unless the server runs with --no-previews).", default=True, stored=False),
 )}
@@ -290,6 +309,9 @@ def request_schema(spec: ModelSpec, loras: tuple[str, ...] | None = None) -> dic
                           for width, height in dict.fromkeys(spec.largest_sizes())]}
     named = {"properties": {"width": {"type": "null"}, "height": {"type": "null"}}}
     one_image = {"properties": {"input_image": {"enum": ["", None]}}}
+    no_image = {"properties": {"input_image": {"enum": ["", None]},
+                               "input_images": {"anyOf": [{"type": "null"}, {"maxItems": 0}]}}}
+    no_edit = {"properties": {"mask_image": {"enum": ["", None]}, "expand": {"type": "null"}}}
     room_for_it = {"properties": {"input_images": {"anyOf": [{"type": "null"},
                                                              {"maxItems": MAX_REFERENCE_IMAGES - 1}]}}}
     return {
@@ -302,6 +324,8 @@ def request_schema(spec: ModelSpec, loras: tuple[str, ...] | None = None) -> dic
                             "one of the model's 4mp sizes", "anyOf": [named, explicit]},
             {"description": f"at most {MAX_REFERENCE_IMAGES} reference images in all",
              "anyOf": [one_image, room_for_it]},
+            {"description": "mask_image and expand edit the first reference image, so they need one",
+             "anyOf": [no_edit, {"not": no_image}]},
         ],
     }
 
@@ -336,6 +360,19 @@ def _loras(field: Field, value: Any, name: str) -> tuple[LoraRef, ...]:
     for ref in refs:
         merged[ref.name] = merged.get(ref.name, 0.0) + ref.scale
     return tuple(LoraRef(lora, scale) for lora, scale in merged.items())
+
+
+def _box(field: Field, value: Any, spec: ModelSpec | None, name: str) -> tuple[int, int, int, int] | None:
+    """Four whole numbers (left, top, right, bottom), each rounded up to a multiple of 16;
+    all zero is no expansion (None)."""
+    lo, hi = field.bounds(spec)
+    if isinstance(value, (list, tuple)) and len(value) == 4:
+        sides = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+        if all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in sides):
+            rounded = tuple(-(-v // 16) * 16 for v in sides)
+            return rounded if any(rounded) else None  # type: ignore[return-value]
+    raise field.refuse(f"{name} must be four whole numbers left, top, right, bottom, each between {lo} and {hi}"
+                       f"{field._context(spec)} (got {quote(value)})")
 
 
 def _loras_schema(field: Field, names: tuple[str, ...] | None) -> dict[str, Any]:

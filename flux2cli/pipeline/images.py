@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flux2cli.errors import InvalidRequest
-from flux2cli.pipeline.request import ReferenceImage
+from flux2cli.pipeline.request import MaskImage, ReferenceImage
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_PIXELS = 5376 * 3072  # the spec's largest output (4mp landscape)
@@ -108,6 +108,11 @@ def load_reference_file(path: str | Path) -> ReferenceImage:
 
 def decode_base64_image(text: Any, label: str = "input_image") -> ReferenceImage:
     """A data URL (``data:image/png;base64,...``) or bare base64, as the server receives it."""
+    return ReferenceImage("upload", decode_image_bytes(base64_bytes(text, label), label))
+
+
+def base64_bytes(text: Any, label: str) -> bytes:
+    """The bytes of a data URL or bare base64 image string, or one InvalidRequest line."""
     if not isinstance(text, str):
         raise InvalidRequest(f"{label} must be a base64 string or a data URL")
     payload = text.strip()
@@ -127,7 +132,43 @@ def decode_base64_image(text: Any, label: str = "input_image") -> ReferenceImage
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{label} is not valid base64") from None
-    return ReferenceImage("upload", decode_image_bytes(data, label))
+    return data
+
+
+def decode_mask_bytes(data: bytes, label: str, source: str = "upload") -> MaskImage:
+    """Our convention: greyscale, white = regenerate (colour images are read as their luminance)."""
+    import hashlib
+
+    image = decode_image_bytes(data, label).convert("L")
+    return MaskImage(source, hashlib.sha256(data).hexdigest(), image)
+
+
+def load_mask_file(path: str | Path) -> MaskImage:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidRequest(f"mask {str(path)!r} does not exist or is not a file")
+    if file.stat().st_size > MAX_BYTES:
+        raise InvalidRequest(f"mask {file.name!r} is larger than {MAX_BYTES // 2**20} MB")
+    return decode_mask_bytes(file.read_bytes(), f"mask {file.name!r}", str(file))
+
+
+def decode_openai_mask(data: bytes, label: str = "mask") -> MaskImage:
+    """OpenAI's convention (fully transparent pixels = the area to edit) turned into ours."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    if not data:
+        raise InvalidRequest(f"{label} is empty")
+    decode_image_bytes(data, label)  # the same format, size and bomb checks as any image
+    image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        raise InvalidRequest(f"{label} has no transparency: OpenAI masks mark the area to edit with fully "
+                             "transparent pixels")
+    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    grey = Image.fromarray(np.where(alpha == 0, 255, 0).astype(np.uint8), "L")
+    return MaskImage("upload", hashlib.sha256(data).hexdigest(), grey)
 
 
 def check_pil_image(image: Any, label: str = "input_image") -> ReferenceImage:

@@ -22,6 +22,8 @@ class SDEditStart:
     sigmas: list[float]  # unshifted sigmas of the steps still to run
     steps_run: int
     start_sigma: float  # the shifted noise level the run starts from
+    clean: Any = None  # (1, 4*C, h, w): the reference's own latents (masked edits blend them back in)
+    noise: Any = None  # (batch, 4*C, h, w): the noise the run started from
 
 
 def steps_to_run(steps: int, strength: float) -> int:
@@ -78,4 +80,4 @@ def sdedit_start(pipe: Any, reference: Any, *, width: int, height: int, steps: i
     noise = torch.cat([randn_tensor(clean.shape, generator=g, device=device, dtype=clean.dtype)
                        for g in generators])
     latents = start_sigma * noise + (1.0 - start_sigma) * clean
-    return SDEditStart(latents, unshifted[first:].tolist(), run, start_sigma)
+    return SDEditStart(latents, unshifted[first:].tolist(), run, start_sigma, clean, noise)

@@ -37,6 +37,19 @@ class ReferenceImage:
 
 
 @dataclass(frozen=True)
+class MaskImage:
+    """A decoded mask (greyscale, white = regenerate) and the sha256 of the file it came from."""
+
+    source: str
+    sha256: str
+    image: Any = field(repr=False, compare=False)  # PIL.Image.Image, mode "L"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     model: str
@@ -55,6 +68,8 @@ class GenerationRequest:
     # LoRAs by name (flux2cli.lora.refs.LoraRef); None: the engine's defaults (a front end's --lora)
     loras: tuple[Any, ...] | None = None
     cache: str | None = None  # step caching (fields.CACHE_MODES); None: the engine's default (a front end's --cache)
+    mask: MaskImage | None = None  # on the first reference image, resized to it
+    expand: tuple[int, int, int, int] | None = None  # outpainting: left, top, right, bottom (multiples of 16)
     notices: tuple[str, ...] = ()  # things the user should hear, e.g. an ignored setting
 
     @property
@@ -71,6 +86,9 @@ class GenerationRequest:
             **{name: getattr(self, name) for name in replayed()},
             "loras": [ref.as_json() for ref in self.loras] if self.loras else None,
             "reference_images": [ref.source for ref in self.reference_images],
+            # The mask is named, not embedded: replay needs the file again.
+            "mask": {"sha256": self.mask.sha256, "width": self.mask.size[0], "height": self.mask.size[1]}
+            if self.mask is not None else None,
         }
 
     @classmethod
@@ -81,6 +99,7 @@ class GenerationRequest:
         model: ModelSpec | str | None = None,
         reference_images: tuple[ReferenceImage, ...] | list[ReferenceImage] = (),
         raw_input: str | None = None,
+        mask: MaskImage | None = None,
         **values: Any,
     ) -> GenerationRequest:
         """Validate user values (possibly straight from JSON) and fill in defaults.
@@ -125,10 +144,53 @@ class GenerationRequest:
         if checked["strength"] is not None and not references:
             raise InvalidRequest("strength needs a reference image; add an input image or drop strength",
                                  field="strength")
+        if mask is not None or checked["expand"] is not None:
+            mask = _masked_edit(spec, references, mask, checked, values, notices)
         if references and checked["strength"] is None:
             checked["strength"] = DEFAULT_STRENGTH
-        return cls(model=spec.name, reference_images=references, raw_input=raw_input, notices=tuple(notices),
-                   **checked)
+        return cls(model=spec.name, reference_images=references, raw_input=raw_input, mask=mask,
+                   notices=tuple(notices), **checked)
+
+
+def _masked_edit(spec: ModelSpec, references: tuple[ReferenceImage, ...], mask: MaskImage | None,
+                 checked: dict[str, Any], given: dict[str, Any], notices: list[str]) -> MaskImage | None:
+    """The rules of masked edits and outpainting; sets the output size, returns the mask fitted.
+
+    An all-white mask is plain img2img over the whole image: allowed, with a notice (the
+    result is the same as without the mask). An all-black one, with nothing to expand,
+    would change nothing: refused.
+    """
+    from flux2cli.pipeline.inpaint import output_size
+
+    expand = checked["expand"]
+    name = "mask_image" if mask is not None else "expand"
+    if not references:
+        raise InvalidRequest(f"{name} edits the first reference image; add an input image", field=name)
+    first = references[0]
+    if mask is not None:
+        if mask.size != first.size:
+            from PIL import Image
+
+            notices.append(f"the mask is {mask.size[0]}x{mask.size[1]} and the image {first.size[0]}x"
+                           f"{first.size[1]}: the mask was resized to the image")
+            mask = MaskImage(mask.source, mask.sha256, mask.image.resize(first.size, Image.BILINEAR))
+        low, high = mask.image.getextrema()
+        if high == 0 and expand is None:
+            raise InvalidRequest("the mask is all black: nothing to regenerate (paint white where the image "
+                                 "should change)", field="mask_image")
+        if low == 255:
+            notices.append("the mask is all white: the whole image is regenerated, as without a mask")
+    width, height = output_size(first.size, expand)
+    if not any(width <= w and height <= h for w, h in spec.largest_sizes()):
+        boxes = ", ".join(f"{w}x{h}" for w, h in dict.fromkeys(spec.largest_sizes()))
+        raise InvalidRequest(f"expand makes the image {width}x{height}, larger than {spec.display_name}'s 4mp sizes "
+                             f"allow: it must fit within one of {boxes}", field="expand")
+    if any(given.get(key) is not None for key in ("width", "height", "orientation", "size")):
+        notices.append(f"a masked edit keeps the image's size ({width}x{height}): the size given is ignored")
+    checked["width"], checked["height"], checked["orientation"], checked["size"] = width, height, None, None
+    if checked["strength"] is None:
+        checked["strength"] = 1.0  # the masked area is regenerated fully unless strength says otherwise
+    return mask
 
 
 def _prompt(value: Any, name: str = "prompt") -> str:
