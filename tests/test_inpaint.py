@@ -171,3 +171,140 @@ def test_the_stand_ins_of_both_pipelines_keep_the_unmasked_pixels(si, monkeypatc
     assert not np.array_equal(out[:, :24], pixels(yellow().image)[:, :24])  # the masked half was redrawn
     [grown] = engine.generate(request(name, expand=[16, 16, 16, 16], steps=engine.spec.step_range[0] + 1))
     assert grown.image.size == (96, 96)
+
+
+# --------------------------------------------------------------------------- the front ends
+
+
+def png(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+def decoded(b64_text: str):
+    import base64
+    import io
+
+    return Image.open(io.BytesIO(base64.b64decode(b64_text)))
+
+
+def test_the_cli_keeps_the_unmasked_pixels_and_expands(tmp_path):
+    from console_script import run
+
+    (tmp_path / "in.png").write_bytes(png(yellow().image))
+    (tmp_path / "mask.png").write_bytes(png(left_half().image))
+    done = run("generate", PROMPT, "--model", "tiny", "--input-image", str(tmp_path / "in.png"), "--mask",
+               str(tmp_path / "mask.png"), "--steps", "8", "--seed", "3", "--output-dir", str(tmp_path / "out"),
+               "--json", "--local")
+    assert done.returncode == 0, done.stderr
+    import json
+
+    [entry] = json.loads(done.stdout)["images"]
+    image = Image.open(entry["path"])
+    assert_blue_left_yellow_right(image.convert("RGB"))
+    stored = json.loads(image.text["flux2"])
+    import hashlib
+
+    assert stored["mask"] == {"sha256": hashlib.sha256((tmp_path / "mask.png").read_bytes()).hexdigest(),
+                              "width": 64, "height": 64}
+    replay = run("generate", "--from-image", entry["path"], "--steps", "1", "--output-dir", str(tmp_path / "r"),
+                 "--local")
+    assert replay.returncode == 0 and "pass the mask file again with --mask" in replay.stderr, replay.stderr
+
+    grown = run("generate", PROMPT, "--model", "tiny", "-i", str(tmp_path / "in.png"), "--expand", "16,16,16,16",
+                "--steps", "4", "--output-dir", str(tmp_path / "out2"), "--json", "--local")
+    assert grown.returncode == 0, grown.stderr
+    assert Image.open(json.loads(grown.stdout)["images"][0]["path"]).size == (96, 96)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--mask", "MASK"], "mask_image edits the first reference image; add an input image"),
+    (["-i", "IN", "--mask", "BLACK"], "the mask is all black"),
+    (["-i", "IN", "--expand", "1,2"], "--expand takes four whole numbers"),
+    (["-i", "IN", "--expand", "0,0,400,0"], "expand must be four whole numbers"),
+    (["-i", "IN", "--mask", "IN.txt"], "is not a PNG, JPEG or WebP image"),
+])
+def test_cli_refusals_are_one_line_exit_2_and_save_nothing(tmp_path, args, words):
+    from console_script import run
+
+    (tmp_path / "IN").write_bytes(png(yellow().image))
+    (tmp_path / "MASK").write_bytes(png(left_half().image))
+    (tmp_path / "BLACK").write_bytes(png(Image.new("L", (64, 64), 0)))
+    (tmp_path / "IN.txt").write_text("not an image")
+    paths = [str(tmp_path / arg) if (tmp_path / arg).exists() else arg for arg in args]
+    done = run("generate", PROMPT, "--model", "tiny", *paths, "--output-dir", str(tmp_path / "out"), "--local")
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def fetched(server, reply):
+    import io
+
+    got = server.call("GET", f"/images/{reply.json()['images'][0]['filename']}")
+    return Image.open(io.BytesIO(got.body))
+
+
+def test_the_server_takes_mask_image_and_expand(server):
+    body = {"prompt": PROMPT, "steps": 8, "seed": 3, "input_image": "data:image/png;base64," + b64(png(yellow().image)),
+            "mask_image": b64(png(left_half().image))}
+    reply = server.call("POST", "/generate", body)
+    assert reply.status == 200, reply.body[:300]
+    assert_blue_left_yellow_right(fetched(server, reply).convert("RGB"))
+
+    grown = server.call("POST", "/generate", {**body, "mask_image": None, "expand": [16, 16, 16, 16], "steps": 2})
+    assert grown.status == 200 and fetched(server, grown).size == (96, 96)
+
+    for bad, field in (({"mask_image": body["mask_image"], "input_image": None}, "mask_image"),
+                       ({"expand": [16, 0, 0]}, "expand"), ({"mask_image": "bm90IGFuIGltYWdl"}, "mask_image")):
+        refused = server.call("POST", "/jobs", {**body, **bad})
+        assert refused.status == 400 and refused.json()["error"].startswith(field), refused.body[:300]
+
+
+def test_the_openai_edit_route_takes_a_transparent_pixel_mask(server):
+    openai = pytest.importorskip("openai")
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :32, 3] = 0  # OpenAI's convention: transparent = the area to edit
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0, timeout=120) as client:
+        result = client.images.edit(image=("in.png", png(yellow().image), "image/png"), prompt=PROMPT,
+                                    mask=("mask.png", png(Image.fromarray(rgba, "RGBA")), "image/png"),
+                                    extra_body={"steps": 8, "seed": 3})
+    assert_blue_left_yellow_right(decoded(result.data[0].b64_json).convert("RGB"))
+
+
+def test_the_repl_sets_a_mask_and_an_expansion(tiny_engine, tmp_path):
+    from flux2cli.pipeline.registry import get_model
+    from flux2cli.repl.actions import Generate, Reply
+    from flux2cli.repl.session import ReplSession
+
+    (tmp_path / "in.png").write_bytes(png(yellow().image))
+    (tmp_path / "mask.png").write_bytes(png(left_half().image))
+    s = ReplSession(get_model("tiny"), steps=8)
+    refused = s.handle(f"/mask {tmp_path / 'mask.png'}")
+    assert isinstance(refused, Reply) and refused.kind == "error" and "/image" in refused.text
+    for line in (f"/image {tmp_path / 'in.png'}", f"/mask {tmp_path / 'mask.png'}", "/seed 3"):
+        assert s.handle(line).kind == "note"
+    action = s.handle(PROMPT)
+    assert isinstance(action, Generate)
+    assert_blue_left_yellow_right(tiny_engine.generate(action.request)[0].image)
+    assert s.handle("/mask off").text == "now: no mask"
+    assert "expand 16,16,16,16" in s.handle("/expand 16").text
+    grown = s.handle(PROMPT)
+    assert tiny_engine.generate(replace_steps(grown.request))[0].image.size == (96, 96)
+    assert s.handle("/expand 1,2").kind == "error"
+
+
+def replace_steps(request):
+    from dataclasses import replace
+
+    return replace(request, steps=2)

@@ -64,6 +64,10 @@ def _edge_values(name: str, schema: dict) -> list:
         return [IMAGE, "", None]
     if kind == "null":
         return ["a", "", None]
+    if kind == "array" and schema.get("minItems") == 4:  # expand: four sides, each within its bounds
+        hi = schema["items"]["maximum"]
+        return [[0, 0, 0, 0], [16, 0, 1, 0], [hi, 0, 0, 0], [hi + 1, 0, 0, 0], [-1, 0, 0, 0], [16, 16, 16],
+                [16] * 5, ["16", 0, 0, 0], [True, 0, 0, 0], 16, None]
     if kind == "array":
         top = schema["maxItems"]
         return [[IMAGE] * top, [IMAGE] * (top + 1), [], None]
@@ -77,7 +81,7 @@ def _bodies(schema: dict, spec) -> list[dict]:
             body = {"prompt": TINY_PROMPT, name: value}
             if name in ("width", "height"):  # the other one at its smallest, so each is tested alone
                 body.setdefault("height" if name == "width" else "width", 16)
-            if name == "strength":
+            if name in ("strength", "mask_image", "expand"):  # each also with the image it acts on
                 bodies.append({**body, "input_image": IMAGE})
             bodies.append(body)
     # the rules between fields: pairs, named sizes against explicit ones, every 4mp size's edges
@@ -91,6 +95,8 @@ def _bodies(schema: dict, spec) -> list[dict]:
                {"prompt": TINY_PROMPT, "input_image": IMAGE, "input_images": [IMAGE] * 3},
                {"prompt": TINY_PROMPT, "input_image": IMAGE, "input_images": [IMAGE] * 4},
                {"prompt": TINY_PROMPT, "input_image": "", "input_images": [IMAGE] * 4},
+               {"prompt": TINY_PROMPT, "input_images": [IMAGE], "mask_image": IMAGE},
+               {"prompt": TINY_PROMPT, "input_image": "", "input_images": [], "expand": [16, 0, 0, 0]},
                {"prompt": TINY_PROMPT, "unknown": 1}, {"prompt": None}, {}]
     return bodies
 

@@ -174,7 +174,7 @@ def test_edit_with_several_images_a_size_and_n(client):
 @pytest.mark.parametrize(("kwargs", "param", "words"), [
     ({"image": ("x.png", b"not an image", "image/png")}, "image", "is not a PNG, JPEG or WebP"),
     ({"image": ("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), "mask": ("m.png", png_bytes((96, 160), (10, 200, 30)), "image/png")}, "mask",
-     "mask is not supported"),
+     "mask has no transparency"),
     ({"image": [("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png")] * 5}, "image", "at most 4 images"),
     ({"image": ("x.png", png_bytes((96, 160), (10, 200, 30)), "image/png"), "size": "70x70"}, "size", "must be a multiple of 16"),
 ])

@@ -124,6 +124,12 @@ def request_body(request: GenerationRequest) -> dict[str, Any]:
     if request.reference_images:
         body["input_images"] = [base64.b64encode(Path(ref.source).read_bytes()).decode("ascii")
                                 for ref in request.reference_images]
+    if request.mask is not None:
+        body["mask_image"] = base64.b64encode(Path(request.mask.source).read_bytes()).decode("ascii")
+    if request.mask is not None or request.expand is not None:  # the server derives the size from the image
+        for name in ("orientation", "size", "width", "height"):
+            body.pop(name, None)
+        body["expand"] = request.expand
     return body
 
 

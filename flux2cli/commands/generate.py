@@ -37,6 +37,12 @@ def generate(
         "--input-image", "-i", metavar="PATH", help="Reference image (PNG/JPEG/WebP); repeat for several.")] = None,
     strength: Annotated[Optional[float], typer.Option(
         "--strength", show_default=False, help=FIELD["strength"].option_help())] = None,
+    mask: Annotated[Optional[Path], typer.Option(
+        "--mask", metavar="PATH", show_default=False,
+        help="Inpainting: a greyscale mask over the first --input-image, white = regenerate, black = keep "
+             "(kept pixels come back exactly); strength then defaults to 1.")] = None,
+    expand: Annotated[Optional[str], typer.Option(
+        "--expand", metavar="L,T,R,B", show_default=False, help=FIELD["expand"].option_help())] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(
         "--negative-prompt", metavar="TEXT", show_default=False, help=FIELD["negative_prompt"].option_help())] = None,
     output_dir: opt.OutputDirOpt = None,
@@ -65,12 +71,12 @@ def generate(
     """Generate images from one prompt and save them as PNG + .prompt files."""
     # Imported here, not at the top: `flux2 --help` and the other commands start without them.
     from flux2cli.console import format_timings, notice, previews_wanted, stderr, step_progress, thumbnail
-    from flux2cli.pipeline.images import load_reference_file
+    from flux2cli.pipeline.images import load_mask_file, load_reference_file
     from flux2cli.pipeline.metadata import plan_replay, read_parameters
     from flux2cli.pipeline.modifiers import parse_modifiers
     from flux2cli.pipeline.output import generation_body, prepare_output_dir
     from flux2cli.pipeline.registry import resolve_model
-    from flux2cli.pipeline.request import GenerationRequest, normalize_size
+    from flux2cli.pipeline.request import GenerationRequest, normalize_size, parse_expand
     from flux2cli.settings import default_model
     from flux2cli.settings import output_dir as resolve_output_dir
 
@@ -83,6 +89,9 @@ def generate(
                 "cache": cache and cache.strip().lower()}  # a request field, so a resident server runs it too
     settings.update(parsed.overrides)
     references = [load_reference_file(path) for path in input_image or ()]
+    if expand is not None:
+        settings["expand"] = parse_expand(expand)
+    mask_image = load_mask_file(mask) if mask is not None else None
     notices: tuple[str, ...] = ()
     if from_image is not None:
         replay = plan_replay(read_parameters(from_image), settings, prompt=parsed.prompt, model=model,
@@ -100,7 +109,8 @@ def generate(
         loras, missing = restore(stored_loras, catalog)
         notices = (*notices, *missing)
     request = GenerationRequest.create(text, model=spec, raw_input=prompt if parsed.prompt else text,
-                                       reference_images=references, strength=strength, loras=loras, **settings)
+                                       reference_images=references, strength=strength, loras=loras, mask=mask_image,
+                                       **settings)
     for message in (*notices, *request.notices):
         notice(message)
     output_dir = prepare_output_dir(resolve_output_dir(output_dir))  # fail now, not after generating

@@ -311,7 +311,8 @@ def request_schema(spec: ModelSpec, loras: tuple[str, ...] | None = None) -> dic
     one_image = {"properties": {"input_image": {"enum": ["", None]}}}
     no_image = {"properties": {"input_image": {"enum": ["", None]},
                                "input_images": {"anyOf": [{"type": "null"}, {"maxItems": 0}]}}}
-    no_edit = {"properties": {"mask_image": {"enum": ["", None]}, "expand": {"type": "null"}}}
+    no_edit = {"properties": {"mask_image": {"enum": ["", None]},  # expand 0,0,0,0 grows nothing
+                              "expand": {"anyOf": [{"type": "null"}, {"items": {"const": 0}}]}}}
     room_for_it = {"properties": {"input_images": {"anyOf": [{"type": "null"},
                                                              {"maxItems": MAX_REFERENCE_IMAGES - 1}]}}}
     return {

@@ -153,6 +153,12 @@ def plan_replay(stored: ImageParameters, given: dict[str, Any], *, prompt: str =
     notices = []
     if stored.extra.get("reference_images") and not references:
         notices.append("the image was made with reference images; pass them again with --input-image to use them")
+    if not references and settings.pop("expand", None) is not None:
+        notices.append("the image was outpainted (expand); pass its input image again with --input-image to redo it")
+    mask = stored.extra.get("mask")
+    if isinstance(mask, dict):  # only its digest is stored, never the mask
+        notices.append(f"the image was made with a {mask.get('width')}x{mask.get('height')} mask (sha256 "
+                       f"{str(mask.get('sha256'))[:12]}…); pass the mask file again with --mask")
     if strength is None and references:
         strength = stored_strength
     return Replay(spec, prompt or stored.prompt, settings, strength, tuple(notices))

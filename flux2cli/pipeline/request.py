@@ -221,6 +221,17 @@ def normalize_size(value: str) -> str:
     return SIZE_ALIASES.get(key, key)
 
 
+def parse_expand(text: str, label: str = "--expand") -> list[int]:
+    """``L,T,R,B`` as typed (one number is all four sides); the field then checks the values."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) == 1:
+        parts *= 4
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        raise InvalidRequest(f"{label} takes four whole numbers LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. 0,0,256,0 "
+                             f"(got {text[:40]!r})", field="expand")
+    return [int(part) for part in parts]
+
+
 def _dimensions(spec: ModelSpec, checked: dict[str, Any]) -> tuple[int, int, str | None, str | None]:
     width, height = checked["width"], checked["height"]
     orientation, size = checked["orientation"], checked["size"]

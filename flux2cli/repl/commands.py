@@ -25,6 +25,8 @@ class ReplSession(Protocol):
     def unpin_seed(self) -> Action: ...
     def set_reference(self, arg: str) -> Action: ...
     def set_strength(self, arg: str) -> Action: ...
+    def set_mask(self, arg: str) -> Action: ...
+    def set_expand(self, arg: str) -> Action: ...
     def set_negative(self, arg: str) -> Action: ...
     def describe(self) -> str: ...
 
@@ -94,6 +96,14 @@ def _strength(session: ReplSession, arg: str, line: str) -> Action:
     return session.set_strength(arg)
 
 
+def _mask(session: ReplSession, arg: str, line: str) -> Action:
+    return session.set_mask(arg)
+
+
+def _expand(session: ReplSession, arg: str, line: str) -> Action:
+    return session.set_expand(arg)
+
+
 def _negative(session: ReplSession, arg: str, line: str) -> Action:
     return session.set_negative(arg)
 
@@ -137,6 +147,10 @@ COMMANDS: tuple[Command, ...] = (
             args="PATH|off", paths=True),
     Command("/strength", "share of the steps re-run over the reference, above 0 to 1", _strength,
             args="<number>"),
+    Command("/mask", "mask over the reference image, white = regenerate; `/mask off` drops it", _mask,
+            args="PATH|off", paths=True),
+    Command("/expand", "outpaint: pixels to add left,top,right,bottom of the reference; `/expand off`", _expand,
+            args="L,T,R,B|off"),
     Command("/negative", "negative prompt for the prompts that follow (klein base); `/negative off` drops it",
             _negative, args="TEXT|off"),
     Command("/lora", "apply a LoRA (file, folder, hub repo or name) at a scale; `/lora off NAME`; "

@@ -21,7 +21,7 @@ from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.modifiers import parse_modifiers
 from flux2cli.pipeline.registry import ModelSpec
 from flux2cli.pipeline.fields import DEFAULT_STRENGTH, FIELD
-from flux2cli.pipeline.request import SIZE_ALIASES, GenerationRequest, ReferenceImage
+from flux2cli.pipeline.request import SIZE_ALIASES, GenerationRequest, MaskImage, ReferenceImage, parse_expand
 from flux2cli.repl.actions import Action, Generate, Reply
 from flux2cli.repl.commands import CLEAR_WORDS, find_command
 from flux2cli.repl.loras import ReplLoras
@@ -40,8 +40,16 @@ class Settings:
     reference: ReferenceImage | None = None
     strength: float | None = None  # None: the default strength when there is a reference
     negative_prompt: str | None = None  # /negative TEXT, for models that run classifier-free guidance
+    mask: MaskImage | None = None  # /mask PATH, over the reference image
+    expand: tuple[int, int, int, int] | None = None  # /expand L,T,R,B
 
     def request_kwargs(self) -> dict[str, Any]:
+        edit = {"mask": self.mask, "expand": self.expand}
+        if self.mask is not None or self.expand is not None:  # the image's own size, not the session's
+            return {**self._kwargs(), **edit, "orientation": None, "size": None}
+        return {**self._kwargs(), **edit}
+
+    def _kwargs(self) -> dict[str, Any]:
         return {
             "orientation": self.orientation,
             "size": self.size,
@@ -120,11 +128,39 @@ class ReplSession:
         if not arg:
             raise InvalidRequest("/image needs a file path, or `off` to drop the reference image")
         if arg.lower() in CLEAR_WORDS:
-            self.settings = replace(self.settings, reference=None, strength=None)
-            return Reply("now: no reference image", "note")
+            edited = self.settings.mask is not None or self.settings.expand is not None
+            self.settings = replace(self.settings, reference=None, strength=None, mask=None, expand=None)
+            return Reply("now: no reference image" + (" (and no mask or expansion)" if edited else ""), "note")
         path = arg.strip("'\"")  # a path pasted or dropped in quotes
         self.settings = self._checked(replace(self.settings, reference=load_reference_file(path)))
         return Reply(f"now: {self._reference_text()}", "note")
+
+    def set_mask(self, arg: str) -> Action:
+        """/mask PATH: white = regenerate, over the reference image; `/mask off` drops it."""
+        from flux2cli.pipeline.images import load_mask_file
+
+        if not arg:
+            raise InvalidRequest("/mask needs a file path (white = regenerate), or `off` to drop the mask")
+        if arg.lower() in CLEAR_WORDS:
+            self.settings = replace(self.settings, mask=None)
+            return Reply("now: no mask", "note")
+        if self.settings.reference is None:
+            raise InvalidRequest("/mask acts on a reference image; set one first with /image PATH")
+        mask = load_mask_file(arg.strip("'\""))
+        self.settings = self._checked(replace(self.settings, mask=mask))
+        return Reply(f"now: mask {mask.source} over the reference image (white = regenerate)", "note")
+
+    def set_expand(self, arg: str) -> Action:
+        """/expand L,T,R,B: pixels to add around the reference image; `/expand off` drops it."""
+        if arg.lower() in CLEAR_WORDS:
+            self.settings = replace(self.settings, expand=None)
+            return Reply("now: no expansion", "note")
+        sides = parse_expand(arg, "/expand")
+        if self.settings.reference is None:
+            raise InvalidRequest("/expand grows a reference image; set one first with /image PATH")
+        self.settings = self._checked(replace(self.settings, expand=FIELD["expand"].check(sides, self.spec)))
+        shown = ",".join(map(str, self.settings.expand or (0, 0, 0, 0)))
+        return Reply(f"now: expand {shown} (left, top, right, bottom)", "note")
 
     def set_negative(self, arg: str) -> Action:
         """/negative TEXT: what the prompts that follow steer away from; `/negative off` drops it."""
@@ -207,5 +243,12 @@ class ReplSession:
     def _reference_text(self) -> str:
         ref = self.settings.reference
         strength = self.settings.strength
-        strength_text = f"{DEFAULT_STRENGTH:g} (default)" if strength is None else f"{strength:g}"
-        return f"reference image {ref.source} ({ref.size[0]}x{ref.size[1]}), strength {strength_text}"
+        edit = self.settings.mask is not None or self.settings.expand is not None
+        default = "1 (default with a mask or expansion)" if edit else f"{DEFAULT_STRENGTH:g} (default)"
+        strength_text = default if strength is None else f"{strength:g}"
+        text = f"reference image {ref.source} ({ref.size[0]}x{ref.size[1]}), strength {strength_text}"
+        if self.settings.mask is not None:
+            text += f", mask {self.settings.mask.source}"
+        if self.settings.expand is not None:
+            text += f", expand {','.join(map(str, self.settings.expand))}"
+        return text

@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.fields import FIELD
-from flux2cli.pipeline.images import decode_image_bytes
+from flux2cli.pipeline.images import decode_image_bytes, decode_openai_mask
 from flux2cli.pipeline.request import ReferenceImage
 from flux2cli.server.openai_compat import OpenAIRequestError
 from flux2cli.server.payload import MAX_REFERENCE_IMAGES
@@ -39,7 +39,8 @@ def _form_numbers() -> dict[str, type]:
 
 
 async def read_edit_form(request: web.Request, max_bytes: int) -> tuple[dict[str, Any], list[ReferenceImage]]:
-    """The text fields (numbers converted) and the decoded images of an edit form."""
+    """The text fields (numbers converted) and the decoded images of an edit form; a ``mask``
+    part arrives in the fields, turned from OpenAI's convention into ours (a MaskImage)."""
     fields: dict[str, Any] = {}
     uploads: list[tuple[str, bytes]] = []
     timeout = request.app[CONFIG].body_timeout
@@ -57,6 +58,11 @@ async def read_edit_form(request: web.Request, max_bytes: int) -> tuple[dict[str
             images.append(ReferenceImage("upload", await asyncio.to_thread(decode_image_bytes, data, label)))
         except InvalidRequest as error:
             raise OpenAIRequestError(str(error), param="image") from None
+    if "mask" in fields:
+        try:
+            fields["mask"] = await asyncio.to_thread(decode_openai_mask, fields["mask"], "mask")
+        except InvalidRequest as error:
+            raise OpenAIRequestError(str(error), param="mask") from None
     return fields, images
 
 
@@ -95,11 +101,11 @@ def _add_part(name: str, data: bytes, fields: dict[str, Any], uploads: list[tupl
     if _IMAGE_FIELD.fullmatch(name):
         uploads.append((name, data))
         return
-    if name == "mask":
-        raise OpenAIRequestError("mask is not supported: FLUX.2 edits the whole image as the prompt says; "
-                                 "send the image without a mask", param="mask")
     if name in fields:
         raise OpenAIRequestError(f"the form field {name[:40]!r} is given twice", param=name[:40])
+    if name == "mask":  # a PNG, decoded with the images
+        fields[name] = data
+        return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

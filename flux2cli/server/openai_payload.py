@@ -88,18 +88,19 @@ def generation_call(body: dict[str, Any], spec: ModelSpec) -> ImagesCall:
 
 def edit_call(fields: dict[str, Any], references: list[ReferenceImage], spec: ModelSpec) -> ImagesCall:
     """POST /v1/images/edits: "auto" keeps the first image's shape (the nearest orientation at 1 MP)."""
-    _check_fields(fields, (*generation_fields(), "strength"))
+    _check_fields(fields, (*generation_fields(), "strength", "mask"))
+    mask = fields.pop("mask", None)  # read_edit_form made it ours: white = regenerate
     # A form has no null: a field left empty means its default, and booleans come as text.
     fields = {name: {"false": False, "true": True}.get(value, value) if name == "stream" else value
               for name, value in fields.items() if value != ""}
     if not references:
         raise OpenAIRequestError("Missing required parameter: 'image' (send it as a file)", param="image",
                                  code="missing_required_parameter")
-    return _images_call(fields, spec, tuple(references), _nearest_orientation(*references[0].size))
+    return _images_call(fields, spec, tuple(references), _nearest_orientation(*references[0].size), mask)
 
 
 def _images_call(body: dict[str, Any], spec: ModelSpec, references: tuple[ReferenceImage, ...],
-                 auto_orientation: str) -> ImagesCall:
+                 auto_orientation: str, mask: Any = None) -> ImagesCall:
     prompt = body.get("prompt")
     if prompt is None:
         raise OpenAIRequestError("Missing required parameter: 'prompt'", param="prompt",
@@ -113,13 +114,14 @@ def _images_call(body: dict[str, Any], spec: ModelSpec, references: tuple[Refere
                                  f"points at the saved PNG", param="output_format")
     compression = _whole(body, "output_compression", 0, 100, 100)
     size = body.get("size")
-    dimensions = _dimensions(size, spec, auto_orientation)
+    # A masked edit keeps the image's own size; "auto" names no other.
+    dimensions = {} if mask is not None and size in (None, "auto") else _dimensions(size, spec, auto_orientation)
     values = {field.name: body.get(field.openai) for field in FIELD.values()
               if field.openai and field.openai not in ("prompt", "size")}
     try:
         values["batch"] = FIELD["batch"].check(body.get("n"), spec, label="n")
         request = GenerationRequest.create(prompt, model=spec, **dimensions, **values, reference_images=references,
-                                           raw_input=prompt if isinstance(prompt, str) else None)
+                                           raw_input=prompt if isinstance(prompt, str) else None, mask=mask)
     except InvalidRequest as error:
         raise _with_param(error, size, spec) from None
     return ImagesCall(request, response_format, output_format, compression)
@@ -193,6 +195,7 @@ def _with_param(error: InvalidRequest, size: Any, spec: ModelSpec) -> OpenAIRequ
     """The error under the OpenAI name of its field (``batch`` is ``n``, width/height are ``size``)."""
     field = FIELD.get(error.field or "")
     param = field.openai if field is not None and field.openai else error.field
+    param = "mask" if param == "mask_image" else param  # the edit form's name for it
     message = str(error)
     if param == "size":
         width, height = spec.dimensions("square", "1mp")

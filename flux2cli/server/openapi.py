@@ -265,7 +265,7 @@ _PATHS.update({
         "summary": "OpenAI Images API: edit, the images as references (waits in the job queue)", "tags": ["OpenAI"],
         "requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": _ref("OpenAIImageEditRequest"), "encoding": {
-                name: {"contentType": "image/png, image/jpeg, image/webp"} for name in ("image", "image[]")}}}},
+                name: {"contentType": "image/png, image/jpeg, image/webp"} for name in ("image", "image[]", "mask")}}}},
         "responses": {"200": _IMAGES, **_OPENAI_ERRORS}}},
     "/v1/models": {"get": {"summary": "OpenAI Models API: the loaded model", "tags": ["OpenAI"],
                            "responses": {"200": _json(_ref("OpenAIModelList"), "One model"),
@@ -307,6 +307,10 @@ def _openai_requests(spec: ModelSpec) -> dict[str, Any]:
                 "image[]": {"type": "array", "maxItems": MAX_REFERENCE_IMAGES,
                             "items": {"type": "string", "format": "binary"}},
                 "strength": {**_typed(strength), **_described(strength)},
+                "mask": {"type": "string", "format": "binary",
+                         "description": "PNG with an alpha channel, OpenAI's convention: fully transparent "
+                                        "pixels mark the area of the first image to edit; the rest comes back "
+                                        "exactly"},
             },
         },
     }

@@ -12,7 +12,7 @@ from typing import Any
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.fields import FIELD, MAX_REFERENCE_IMAGES, replayed, wire_names
-from flux2cli.pipeline.images import decode_base64_image
+from flux2cli.pipeline.images import base64_bytes, decode_base64_image, decode_mask_bytes
 from flux2cli.pipeline.registry import ModelSpec
 from flux2cli.pipeline.request import GenerationRequest
 
@@ -44,7 +44,14 @@ async def generation_request(body: dict[str, Any], spec: ModelSpec) -> Generatio
             images.append(await asyncio.to_thread(decode_base64_image, value, name))
         except InvalidRequest as error:
             raise InvalidRequest(str(error), field=name.split("[", 1)[0]) from None
-    return GenerationRequest.create(prompt, model=spec, reference_images=images,
+    mask = None
+    if body.get("mask_image") not in (None, ""):  # as input_image, an empty string means none
+        try:
+            data = base64_bytes(body["mask_image"], "mask_image")
+            mask = await asyncio.to_thread(decode_mask_bytes, data, "mask_image")
+        except InvalidRequest as error:
+            raise InvalidRequest(str(error), field="mask_image") from None
+    return GenerationRequest.create(prompt, model=spec, reference_images=images, mask=mask,
                                     raw_input=prompt if isinstance(prompt, str) else None, **values)
 
 
