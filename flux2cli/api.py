@@ -32,6 +32,7 @@ def load_model(
     remote_encoder: str | None = None,
     offload: str = "auto",
     vae_tiling: str = "auto",
+    decoder: str = "full",
 ):
     """Load a model once for ``generate_image``; returns the engine for direct use.
 
@@ -47,14 +48,14 @@ def load_model(
 
     spec = resolve_model(model, full_model=full_model, gguf=gguf_quant, default=default_model())
     options = load_options(device=device, local_encoder=local_encoder, remote_encoder=remote_encoder,
-                           compile=compile, offload=offload, vae_tiling=vae_tiling)
+                           compile=compile, offload=offload, vae_tiling=vae_tiling, decoder=decoder)
     with _engine_lock:
         _engine = Engine.load(spec, options)
         return _engine
 
 
 def load_options(*, device: str | None = None, local_encoder: bool = False, remote_encoder: str | None = None,
-                 compile: bool = False, offload: str = "auto", vae_tiling: str = "auto",
+                 compile: bool = False, offload: str = "auto", vae_tiling: str = "auto", decoder: str = "full",
                  notify: Callable[[str], None] | None = None) -> LoadOptions:
     """``LoadOptions`` from the caller's choices plus the settings that loading needs, checked.
 
@@ -64,7 +65,7 @@ def load_options(*, device: str | None = None, local_encoder: bool = False, remo
     from flux2cli import settings
 
     return LoadOptions(device=device, local_encoder=local_encoder, remote_encoder=remote_encoder,
-                       compile=compile, offload=offload, vae_tiling=vae_tiling, notify=notify,
+                       compile=compile, offload=offload, vae_tiling=vae_tiling, decoder=decoder, notify=notify,
                        encoder_url=settings.resolve("encoder_url"),
                        encoder_token=settings.resolve("encoder_token"),
                        hub_cache=settings.hf_hub_cache()).validate()

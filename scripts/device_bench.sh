@@ -20,14 +20,18 @@ log="$OUT/bench.log"
 
 run() {
     local name=$1; shift
-    $smoke && set -- --arch tiny-arch --size 64 --steps 1 --layers 1 "${@:7}"  # keep --compile, --dtype, --quant
+    $smoke && set -- --arch tiny-arch --size 64 --steps 1 --layers 2 "${@:7}"  # keep the options after --steps N
     echo "== $name: flux2 bench $*" >> "$log"
     timeout 300 python3 -m flux2cli bench --json "$@" > "$OUT/$name.json" 2>> "$log"
     echo "== $name: exit $?" >> "$log"
 }
-run klein-4b --arch klein-4b --size 1024 --steps 4
+run klein-4b --arch klein-4b --size 1024 --steps 4 --decoder small   # + the small decoder's decode ratio
 run klein-4b-compile --arch klein-4b --size 1024 --steps 4 --compile
+# Step caching pays on long schedules (TaylorSeer's first 4 steps are full): 28 steps, plain vs cached.
+run klein-4b-taylorseer --arch klein-4b --size 1024 --steps 28 --cache taylorseer
+run klein-4b-fbc --arch klein-4b --size 1024 --steps 28 --cache fbc
 run dev-bf16 --arch dev --size 1024 --steps 4 --dtype bf16
+run dev-bf16-taylorseer --arch dev --size 1024 --steps 28 --dtype bf16 --cache taylorseer
 if python3 -c "import bitsandbytes" 2>/dev/null; then
     run dev-nf4 --arch dev --size 1024 --steps 4 --quant nf4
 fi

@@ -92,6 +92,8 @@ KLEIN_4B_REPO = "black-forest-labs/FLUX.2-klein-4B"
 KLEIN_BASE_4B_REPO = "black-forest-labs/FLUX.2-klein-base-4B"
 KLEIN_BASE_9B_REPO = "black-forest-labs/FLUX.2-klein-base-9B"
 KLEIN_9B_KV_REPO = "black-forest-labs/FLUX.2-klein-9b-kv"
+SMALL_DECODER_REPO = "black-forest-labs/FLUX.2-small-decoder"
+SMALL_DECODER_CHANNELS = (8, 16, 16)  # the real one narrows (128, 256, 512, 512) to (96, 192, 384, 384)
 
 
 # --------------------------------------------------------------------------- components
@@ -212,6 +214,21 @@ def build_klein_folder(out: Path, *, distilled: bool = True, pipeline: str = "Fl
                                         text_encoder=build_qwen3(len(tokenizer)),
                                         transformer=build_transformer(guidance_embeds=False), is_distilled=distilled)
     pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_small_decoder_folder(klein_folder: Path, out: Path) -> Path:
+    """``black-forest-labs/FLUX.2-small-decoder``'s layout: one ``AutoencoderKLFlux2`` at the repo
+    root (config.json with decoder_block_out_channels, diffusion_pytorch_model.safetensors),
+    with the klein stand-in's encoder and a narrower random decoder."""
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(5)
+    small = AutoencoderKLFlux2(**VAE_CONFIG, decoder_block_out_channels=SMALL_DECODER_CHANNELS).eval()
+    full = AutoencoderKLFlux2.from_pretrained(klein_folder / "vae")
+    shared = {k: v for k, v in full.state_dict().items() if not k.startswith(("decoder.", "post_quant_conv."))}
+    small.load_state_dict(shared, strict=False)
+    small.save_pretrained(out, safe_serialization=True)
     return out
 
 
@@ -399,7 +416,7 @@ def install_in_hf_cache(cache: Path, repo: str, source: Path | dict[str, Path]) 
 
 # --------------------------------------------------------------------------- a whole session's set
 
-STANDINS_VERSION = "2"  # bump when a builder changes, so cached sets are rebuilt
+STANDINS_VERSION = "3"  # bump when a builder changes, so cached sets are rebuilt
 
 
 class StandIns:
@@ -411,6 +428,7 @@ class StandIns:
         self.klein = root / "klein"
         self.klein_base = root / "klein-base"
         self.klein_kv = root / "klein-kv"
+        self.small_decoder = root / "small-decoder"
         self.bnb = root / "bnb"
         self.gguf_dir = root / "gguf"
         self.cache = root / "hub"
@@ -438,6 +456,7 @@ def prepare(root: Path) -> StandIns:
     build_klein_folder(s.klein)
     build_klein_folder(s.klein_base, distilled=False)
     build_klein_folder(s.klein_kv, pipeline="Flux2KleinKVPipeline")
+    build_small_decoder_folder(s.klein, s.small_decoder)
     build_bnb_folder(s.dev, s.bnb)
     s.gguf_dir.mkdir()
     state = transformer_state(s.dev)
@@ -450,6 +469,7 @@ def prepare(root: Path) -> StandIns:
     install_in_hf_cache(s.cache, KLEIN_BASE_4B_REPO, s.klein_base)
     install_in_hf_cache(s.cache, KLEIN_BASE_9B_REPO, s.klein_base)
     install_in_hf_cache(s.cache, KLEIN_9B_KV_REPO, s.klein_kv)
+    install_in_hf_cache(s.cache, SMALL_DECODER_REPO, s.small_decoder)
     # The registry's file names, with files gguf-py can write (it writes no K-quants:
     # the q4 entry's Q4_K_S name holds a Q4_0 file here).
     install_in_hf_cache(s.cache, GGUF_REPO, {"flux2-dev-Q8_0.gguf": s.gguf("Q8_0", "comfy"),

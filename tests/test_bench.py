@@ -115,6 +115,9 @@ def test_refusal_happens_before_anything_is_allocated(monkeypatch):
     ({"arch": "flux3"}, "unknown architecture 'flux3'"),
     ({"quant": "q4"}, "--quant must be one of"),
     ({"layers": 0}, "--layers must be at least 1"),
+    ({"cache": "teacache"}, "--cache must be one of off, taylorseer, fbc"),
+    ({"decoder": "small", "vae": False}, "--decoder small times the VAE decode"),
+    ({"cache": "fbc", "layers": 1}, "--cache fbc skips the single blocks after the first"),
 ])
 def test_bad_options_are_refused_without_torch_work(options, message):
     with pytest.raises(InvalidRequest, match=message):
@@ -152,7 +155,8 @@ def test_cpu_smoke_run_through_the_console_script():
     # The typed report keeps the JSON document that scripts read: same keys, same order.
     assert list(report) == ["arch", "description", "nominal_params", "blocks", "params", "size", "image_tokens",
                             "text_tokens", "batch", "steps", "dtype", "quant", "compile", "device", "memory",
-                            "flops", "timing", "tflops"]
+                            "flops", "timing", "tflops", "cache", "decoder"]
+    assert report["cache"] is None and report["decoder"] is None  # only asked for
     assert list(report["memory"]) == ["estimate_gb", "free_gb", "free_source", "peak_gb", "peak_kind",
                                       "baseline_gb", "peak_above_baseline_gb"]
     assert list(report["timing"]) == ["build_s", "warmup_s", "step_s", "step_s_mean", "steps_s", "vae_decode_s",
@@ -183,3 +187,15 @@ def test_cuda_without_a_gpu_is_refused_in_one_line():
     result = run("bench", "--arch", "tiny-arch", "--device", "cuda")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: device cuda: torch sees no CUDA GPU here; use cpu"
+
+
+def test_cache_and_small_decoder_comparisons_through_the_console_script():
+    """The numbers are the machine's; what is checked is that both sides ran and were counted."""
+    result = run("bench", "--arch", "tiny-arch", "--size", "64", "--steps", "12", "--device", "cpu",
+                 "--cache", "taylorseer", "--decoder", "small", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    cache, decoder = report["cache"], report["decoder"]
+    assert cache["mode"] == "taylorseer" and cache["steps"] == 12 and 0 < cache["full_evaluations"] < 12
+    assert cache["plain_s"] > 0 and cache["cached_s"] > 0 and cache["speedup"] > 0
+    assert decoder["full_s"] > 0 and decoder["small_s"] > 0 and 0 < decoder["small_params"]

@@ -79,6 +79,9 @@ class BenchReport:
     flops: Flops
     timing: Timing
     tflops: Tflops
+    # --cache MODE / --decoder small: the same work with and without, timed in this run (compare.py).
+    cache: dict[str, Any] | None = None
+    decoder: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,16 +7,18 @@ only a run whose estimate fits what the device has free gets real weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from flux2cli.bench import timing, weights
+from flux2cli.bench import compare, timing, weights
 from flux2cli.bench.arch import PIXELS_PER_TOKEN, TEXT_TOKENS, Architecture, get_arch, image_tokens
 from flux2cli.bench.flops import transformer_flops
 from flux2cli.bench.memory import GB, DoesNotFit, estimate_memory
 from flux2cli.bench.report import BenchReport, Blocks, Flops, MemoryUse, Params, Tflops
 from flux2cli.bench.timing import Progress
 from flux2cli.errors import InvalidRequest, OutOfMemory
+from flux2cli.pipeline.fields import CACHE_MODES
+from flux2cli.pipeline.registry import DECODERS
 from flux2cli.probe import available_ram, describe_device, free_accelerator_bytes, pick_device
 
 DTYPES = ("auto", "bf16", "fp32")
@@ -41,6 +43,8 @@ class BenchOptions:
     device: str = "auto"
     memory_gb: float | None = None  # plan for this much free memory instead of measuring it
     seed: int = 0
+    cache: str = "off"  # also time a denoising loop with this step cache against one without
+    decoder: str = "full"  # small: also time the small decoder's decode against the full one
 
     def validate(self) -> Architecture:
         """Check every value before torch is imported; returns the architecture."""
@@ -51,6 +55,12 @@ class BenchOptions:
         _check_choice("--dtype", self.dtype, DTYPES)
         _check_choice("--quant", self.quant, QUANTS)
         _check_choice("--device", self.device, DEVICES)
+        _check_choice("--cache", self.cache, CACHE_MODES)
+        _check_choice("--decoder", self.decoder, DECODERS)
+        if self.cache == "fbc" and self.layers is not None and self.layers < 2:
+            raise InvalidRequest("--cache fbc skips the single blocks after the first: it needs --layers 2 or more")
+        if self.decoder == "small" and not self.vae:
+            raise InvalidRequest("--decoder small times the VAE decode; drop --no-vae")
         for name, value, lo, hi in (("--steps", self.steps, 1, 1000), ("--batch", self.batch, 1, MAX_BATCH),
                                     ("--warmup", self.warmup, 0, 100)):
             if not lo <= value <= hi:
@@ -126,6 +136,16 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         passes = timing.time_passes(transformer, vae, inputs, latents, steps=options.steps,
                                     warmup=options.warmup, device=device, say=say, compiling=options.compile)
         peak, peak_kind = timing.peak_memory(device)
+        cached = decoded = None
+        if options.cache != "off":
+            say(f"a {options.steps}-step loop without and with --cache {options.cache}")
+            cached = asdict(compare.compare_cache(transformer, inputs, options.cache, options.steps, device))
+            cached["speedup"] = round(cached["plain_s"] / cached["cached_s"], 3)
+        if options.decoder == "small":
+            say("decoding with the small decoder")
+            decoded = asdict(compare.compare_decoder(vae, arch.vae_config(), latents, device, dtype,
+                                                     options.seed + 2))
+            decoded["speedup"] = round(decoded["full_s"] / decoded["small_s"], 3)
         say("measuring the device's matmul ceiling")
         gemm = timing.measured_gemm_tflops(device, dtype)
     except torch.OutOfMemoryError:
@@ -158,6 +178,8 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         tflops=Tflops(achieved=round(flops.total / passes.step_s / 1e12, 3),
                       spec_peak=timing.spec_peak_tflops(described["name"], dtype_name) if device == "cuda" else None,
                       measured_gemm=round(gemm, 3)),
+        cache=cached,
+        decoder=decoded,
     )
 
 

@@ -30,6 +30,12 @@ def bench(
     device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="Where to run.")] = "auto",
     memory: Annotated[Optional[float], typer.Option(
         "--memory", metavar="GB", help="Plan for this much free memory instead of what the device has.")] = None,
+    cache: Annotated[str, typer.Option(
+        "--cache", metavar="off|taylorseer|fbc",
+        help="Also run --steps denoising steps without and with this step cache; report the speed ratio.")] = "off",
+    decoder: Annotated[str, typer.Option(
+        "--decoder", metavar="full|small",
+        help="small: also decode with BFL's small decoder's shape; report the decode speed ratio.")] = "full",
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Measure s/step, s/image, peak memory and TFLOP/s of a FLUX.2 architecture, or say it won't fit."""
@@ -38,7 +44,7 @@ def bench(
 
     options = BenchOptions(arch=arch, size=size, steps=steps, dtype=dtype, quant=quant, batch=batch,
                            compile=compile, layers=layers, warmup=warmup, vae=vae, device=device,
-                           memory_gb=memory)
+                           memory_gb=memory, cache=cache, decoder=decoder)
     options.validate()  # usage errors before the slow torch import
     with stderr.status("flux2 bench: importing torch…") as status:
         report = run_bench(options, progress=lambda message: status.update(f"flux2 bench: {message}…"))
@@ -74,7 +80,21 @@ def format_report(report: "BenchReport") -> list[str]:
         f"  compute       {report.flops.per_step / 1e12:.4g} TFLOP/step "
         f"({report.flops.attention_share:.0%} attention), achieved {tflops.achieved:.3g} TFLOP/s "
         f"vs {ceiling}",
-    ]
+    ] + _comparisons(report)
+
+
+def _comparisons(report: "BenchReport") -> list[str]:
+    lines = []
+    if report.cache:
+        c = report.cache
+        lines.append(f"  --cache {c['mode']}  {c['steps']} steps in {c['cached_s']:.3f} s vs {c['plain_s']:.3f} s "
+                     f"without: {c['speedup']:.2f}x ({c['full_evaluations']} of {c['steps']} full evaluations; "
+                     "random weights)")
+    if report.decoder:
+        d = report.decoder
+        lines.append(f"  --decoder small  decode {d['small_s']:.4f} s vs {d['full_s']:.4f} s: {d['speedup']:.2f}x "
+                     f"(decoder {_count(d['small_params'])})")
+    return lines
 
 
 def _count(n: int) -> str:

@@ -57,6 +57,7 @@ def generate(
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
     cache: opt.CacheOpt = None,
+    decoder: opt.DecoderOpt = "full",
     lora: opt.LoraOpt = None,
     lora_dir: opt.LoraDirOpt = None,
     lora_fuse: opt.LoraFuseOpt = False,
@@ -117,7 +118,7 @@ def generate(
     preview = previews_wanted(stderr, False if no_preview else None)
 
     loading = {"--local-encoder": local_encoder, "--remote-encoder": remote_encoder, "--compile": compile,
-               "--offload": offload != "auto", "--vae-tiling": vae_tiling != "auto",
+               "--offload": offload != "auto", "--vae-tiling": vae_tiling != "auto", "--decoder": decoder != "full",
                "--lora": bool(loras) or lora_fuse or lora_partial}
     resident = _resident_server(spec, server, local, [flag for flag, given in loading.items() if given], notice)
     if resident is not None:  # a resident model: no torch in this process, no loading
@@ -127,7 +128,7 @@ def generate(
             saved, elapsed = delegate.generate(resident, request, output_dir, on_step=on_step)
     else:
         engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                                 offload=offload, vae_tiling=vae_tiling)
+                                 offload=offload, vae_tiling=vae_tiling, decoder=decoder)
         opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
         start = time.perf_counter()
         with step_progress(f"{request.width}x{request.height}", request.steps, preview=preview) as on_step:

@@ -54,6 +54,10 @@ VaeTilingOpt = Annotated[str, typer.Option(
 CacheOpt = Annotated[Optional[str], typer.Option(
     "--cache", rich_help_panel=MODEL_PANEL, metavar="|".join(FIELD["cache"].choices), show_default=False,
     autocompletion=choices(*FIELD["cache"].choices), help=FIELD["cache"].option_help())]
+DecoderOpt = Annotated[str, typer.Option(
+    "--decoder", rich_help_panel=MODEL_PANEL, metavar="full|small", autocompletion=choices("full", "small"),
+    help="small: decode with BFL's FLUX.2-small-decoder (faster decoding, nearly the same image; downloaded "
+         "from the hub).")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", "-s", show_default=False, help=FIELD["steps"].option_help())]
 OutputDirOpt = Annotated[Optional[Path], typer.Option(
     "--output-dir", "-o", show_default=False,
@@ -61,7 +65,7 @@ OutputDirOpt = Annotated[Optional[Path], typer.Option(
 
 
 def load_engine(spec: Any, *, local_encoder: bool, remote_encoder: str | None, compile: bool, offload: str,
-                vae_tiling: str, cache: str | None = None) -> Any:
+                vae_tiling: str, cache: str | None = None, decoder: str = "full") -> Any:
     """The model flags above and the settings, checked, then the model loaded under a spinner
     (every loading command: generate, repl, serve). ``cache``: the step caching of requests
     that name none (checked as the request field, so a bad value fails before loading)."""
@@ -71,7 +75,7 @@ def load_engine(spec: Any, *, local_encoder: bool, remote_encoder: str | None, c
 
     cache = FIELD["cache"].check(cache, label="--cache")
     options = load_options(local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                           offload=offload, vae_tiling=vae_tiling, notify=notice)
+                           offload=offload, vae_tiling=vae_tiling, decoder=decoder, notify=notice)
     with stderr.status(f"loading {spec.display_name}…"):
         engine = Engine.load(spec, options)
     engine.default_cache = cache or engine.default_cache

@@ -19,6 +19,7 @@ def repl(
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
     cache: opt.CacheOpt = None,
+    decoder: opt.DecoderOpt = "full",
     lora: opt.LoraOpt = None,
     lora_dir: opt.LoraDirOpt = None,
     lora_fuse: opt.LoraFuseOpt = False,
@@ -40,7 +41,7 @@ def repl(
     catalog, loras = opt.lora_catalog(lora, lora_dir)
 
     engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                             offload=offload, vae_tiling=vae_tiling, cache=cache)
+                             offload=offload, vae_tiling=vae_tiling, cache=cache, decoder=decoder)
     opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
     session.loras = ReplLoras(catalog, loras)
     session.loras.load = engine.loras.load

@@ -40,6 +40,7 @@ def serve(
     offload: opt.OffloadOpt = "auto",
     vae_tiling: opt.VaeTilingOpt = "auto",
     cache: opt.CacheOpt = None,
+    decoder: opt.DecoderOpt = "full",
     lora: opt.LoraOpt = None,
     lora_dir: opt.LoraDirOpt = None,
     lora_fuse: opt.LoraFuseOpt = False,
@@ -70,7 +71,7 @@ def serve(
     _log_to_stderr()
 
     engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                             offload=offload, vae_tiling=vae_tiling, cache=cache)
+                             offload=offload, vae_tiling=vae_tiling, cache=cache, decoder=decoder)
     opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
 
     def ready(url: str) -> None:

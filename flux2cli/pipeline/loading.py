@@ -36,7 +36,7 @@ from flux2cli.pipeline.memory import (
     install_auto_tiling,
     plan_offload,
 )
-from flux2cli.pipeline.registry import ModelSpec
+from flux2cli.pipeline.registry import DECODERS, SMALL_DECODER_REPO, ModelSpec
 from flux2cli.probe import pick_device
 
 PROBE_TIMEOUT = 10.0  # seconds the load waits for a remote encoder before using the local one
@@ -51,6 +51,7 @@ class LoadOptions:
     compile: bool = False
     offload: str = "auto"  # auto | none | model | sequential
     vae_tiling: str = "auto"  # auto | on | off
+    decoder: str = "full"  # full | small: BFL's FLUX.2-small-decoder in place of the VAE's own
     # The [dev] models' endpoint when remote_encoder is not given (FLUX2_ENCODER_URL);
     # None: the public one.
     encoder_url: str | None = None
@@ -75,6 +76,7 @@ class LoadOptions:
                                      f"(got {self.remote_encoder!r})")
         check_choice("--offload", self.offload, OFFLOAD_MODES)
         check_choice("--vae-tiling", self.vae_tiling, TILING_MODES)
+        check_choice("--decoder", self.decoder, DECODERS)
         return self
 
 
@@ -124,8 +126,9 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
 
     quiet_library_output()  # the first import of diffusers/transformers: after the hub, which fails faster
     quantized = _bnb_quantized_parts(folder, include_encoder=encoder is None)
+    vae = _small_decoder_vae(spec, folder, dtype, options.hub_cache) if options.decoder == "small" else None
     pipe = _build_pipeline(spec, folder, dtype=dtype, device=device, gguf_path=gguf_path,
-                           with_encoder=encoder is None, bnb_cpu=bool(quantized) and device == "cpu")
+                           with_encoder=encoder is None, bnb_cpu=bool(quantized) and device == "cpu", vae=vae)
     if quantized and device == "cpu":
         _disable_bnb_cpu_fast_path_where_unsupported(pipe)
     apply_offload(pipe, offload, device, quantized_parts=quantized)
@@ -193,6 +196,31 @@ def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder
     return folder
 
 
+def _small_decoder_vae(spec: ModelSpec, folder: Path, dtype: Any, hub_cache: Path | None) -> Any:
+    """BFL's small decoder, loaded as diffusers does: one whole ``AutoencoderKLFlux2`` folder
+    whose ``decoder_block_out_channels`` narrow only the decoder; its encoder is FLUX.2's, so
+    reference images and img2img encode exactly as with the model's own VAE."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        where = Path(snapshot_download(SMALL_DECODER_REPO, allow_patterns=["config.json", "*.safetensors"],
+                                       cache_dir=hub_cache, local_files_only=_hub_offline()))
+        small = json.loads((where / "config.json").read_text())
+    except Exception as error:
+        raise ModelLoadError(hub_error_message(SMALL_DECODER_REPO, error)) from error
+    own = json.loads((folder / "vae" / "config.json").read_text())
+    if any(small.get(key) != own.get(key) for key in ("latent_channels", "block_out_channels", "patch_size")):
+        raise InvalidRequest(f"--decoder small decodes FLUX.2's latents; {spec.display_name}'s VAE is another "
+                             f"({own.get('latent_channels')} latent channels, not {small.get('latent_channels')}): "
+                             "drop --decoder small")
+    from diffusers import AutoencoderKLFlux2
+
+    try:
+        return AutoencoderKLFlux2.from_pretrained(str(where), torch_dtype=dtype)
+    except Exception as error:
+        raise ModelLoadError(hub_error_message(SMALL_DECODER_REPO, error)) from error
+
+
 def _transformer_config(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / "transformer" / "config.json").read_text())
@@ -220,11 +248,13 @@ def _bnb_quantized_parts(folder: Path, *, include_encoder: bool) -> tuple[str, .
 
 
 def _build_pipeline(spec: ModelSpec, folder: Path, *, dtype: Any, device: str, gguf_path: Path | None,
-                    with_encoder: bool, bnb_cpu: bool) -> Any:
+                    with_encoder: bool, bnb_cpu: bool, vae: Any = None) -> Any:
     import diffusers
 
     pipeline_cls = getattr(diffusers, spec.pipeline_class)
     kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    if vae is not None:
+        kwargs["vae"] = vae
     if gguf_path is not None:
         from flux2cli.pipeline.gguf import load_gguf_transformer
 

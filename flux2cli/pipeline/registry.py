@@ -88,6 +88,10 @@ _KLEIN_LAYERS = (9, 18, 27)
 _DEV_LICENSE = "FLUX [dev] Non-Commercial License"
 DEV_REPO = "black-forest-labs/FLUX.2-dev"
 GGUF_REPO = "city96/FLUX.2-dev-gguf"
+# BFL's small decoder (--decoder small): a whole AutoencoderKLFlux2 whose decoder is narrower
+# (decoder_block_out_channels), for every FLUX.2 model; loading.py puts it in place of the VAE.
+SMALL_DECODER_REPO = "black-forest-labs/FLUX.2-small-decoder"
+DECODERS = ("full", "small")
 
 
 def _dev(name: str, display_name: str, **entry) -> ModelSpec:
