@@ -260,3 +260,184 @@ def test_the_result_card_shows_the_image_forming(browser, tiny_engine, tmp_path)
         assert page.locator("#forming").is_hidden()  # the final image took its place
         assert not problems, problems
         page.context.close()
+
+
+# -- the mask brush and the extension (issue 16) -------------------------------------------
+
+YELLOW = (230, 220, 40)
+
+
+def _choose_reference(page, size=(64, 64)):
+    page.set_input_files("#file", files=[{"name": "in.png", "mimeType": "image/png",
+                                          "buffer": png_bytes(size, YELLOW)}])
+    sync_api.expect(page.locator("#mask-row")).to_be_visible()
+    sync_api.expect(page.locator("#extend-row")).to_be_visible()
+
+
+def _stroke(page, points):
+    """A mouse stroke through image-pixel points of the mask canvas (the page scales it up)."""
+    page.locator("#mask-canvas").scroll_into_view_if_needed()  # the mouse reaches only what is on screen
+    box = page.locator("#mask-canvas").bounding_box()
+    width, height = page.evaluate("() => [document.getElementById('mask-canvas').width,"
+                                  " document.getElementById('mask-canvas').height]")
+    to_page = [(box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height) for x, y in points]
+    page.mouse.move(*to_page[0])
+    page.mouse.down()
+    for point in to_page[1:]:
+        page.mouse.move(*point, steps=4)
+    page.mouse.up()
+
+
+def _posted_job(page, action):
+    """The JSON body the page POSTs to /jobs while ``action`` runs."""
+    import json
+
+    with page.expect_request(lambda request: request.url.endswith("/jobs") and request.method == "POST") as posted:
+        action()
+    return json.loads(posted.value.post_data)
+
+
+def _saved_image(server, page):
+    import io
+    import urllib.request
+
+    from PIL import Image
+
+    card = page.locator(".card").first
+    sync_api.expect(card).to_be_visible(timeout=120_000)
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    name = card.locator("a.download").get_attribute("download")
+    with urllib.request.urlopen(f"{server.url}/images/{name}") as response:
+        return Image.open(io.BytesIO(response.read())).convert("RGB"), card
+
+
+def _decoded(data_url: str):
+    import base64
+    import io
+
+    from PIL import Image
+
+    header, _, payload = data_url.partition(",")
+    assert header == "data:image/png;base64", header
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
+
+
+def test_a_painted_mask_regenerates_only_the_painted_area(browser, server):
+    import numpy as np
+
+    from flux2cli.pipeline.inpaint import feathered
+
+    page, requests, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    _choose_reference(page)
+    page.click("#mask-row summary")
+    page.locator("#brush").fill("50")  # half the image's side: 32 px
+    sync_api.expect(page.locator("#brush-value")).to_have_text("32 px")
+    # Down the left edge and past both ends (the canvas keeps the pointer): the left ~28 columns.
+    _stroke(page, [(12, 2), (12, -40), (12, 110)])
+    sync_api.expect(page.locator("#mask-state")).to_contain_text("painted")
+    page.locator("#strength").fill("1")
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "8")
+    page.fill("#seed", "3")
+    _shot(page, "web-ui-mask.png")
+    body = _posted_job(page, lambda: page.click("#generate"))
+    assert "orientation" not in body and "size" not in body and "expand" not in body
+    mask = _decoded(body["mask_image"])
+    assert mask.size == (64, 64)  # at the reference's own size
+    rgb = np.asarray(mask.convert("RGB"), np.int16)
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()  # greyscale
+    grey = np.asarray(mask.convert("L"))
+    painted, kept = grey == 255, np.asarray(feathered(mask.convert("L"))) == 0
+    assert painted[:, :20].all() and not painted[:, 36:].any(), grey[0]  # the stroke, not the rest
+
+    out, card = _saved_image(server, page)
+    sync_api.expect(card.locator(".size")).to_have_text("64 × 64")
+    pixels = np.asarray(out, np.int16)
+    assert pixels.shape == (64, 64, 3)
+    assert kept.sum() > 64 * 24
+    assert (pixels[kept] == YELLOW).all()  # beyond the feather: the input's own pixels, exactly
+    repainted = pixels[painted].mean(axis=0)
+    assert repainted[2] > repainted[0] + 40, repainted  # the prompt's blue, not the input's yellow
+    assert not problems, problems
+    assert all(url.startswith((server.url, "blob:", "data:")) for url in requests), requests  # offline
+    page.context.close()
+
+
+def test_extend_grows_the_image(browser, server):
+    import numpy as np
+
+    from flux2cli.pipeline.inpaint import FEATHER, OVERLAP
+
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    _choose_reference(page)
+    page.fill("#extend-all", "16")
+    sync_api.expect(page.locator("#extend-size")).to_have_text("The image grows to 96 × 96.")
+    assert [page.input_value(f"#extend-{side}") for side in ("left", "top", "right", "bottom")] == ["16"] * 4
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "2")
+    body = _posted_job(page, lambda: page.click("#generate"))
+    assert body["expand"] == [16, 16, 16, 16] and "mask_image" not in body  # nothing painted: no mask
+    out, card = _saved_image(server, page)
+    sync_api.expect(card.locator(".size")).to_have_text("96 × 96")
+    assert out.size == (96, 96)
+    inner = 16 + OVERLAP + 2 * FEATHER
+    assert (np.asarray(out, np.int16)[inner:96 - inner, inner:96 - inner] == YELLOW).all()
+    assert not problems, problems
+    page.context.close()
+
+
+def test_mask_tools_and_bad_extension(browser, server):
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    _choose_reference(page, (40, 30))
+    page.click("#mask-row summary")
+
+    def painted_share():
+        return page.evaluate("""() => {
+            const c = document.getElementById('mask-canvas');
+            const a = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < a.length; i += 4) n += a[i] === 255;
+            return n / (c.width * c.height);
+        }""")
+
+    assert page.evaluate("() => maskDataUrl()") is None  # nothing painted: nothing sent
+    _stroke(page, [(5, 15), (35, 15)])
+    painted = painted_share()
+    assert 0.1 < painted < 0.9
+    page.click("#mask-invert")
+    assert abs(painted_share() - (1 - painted)) < 0.1
+    page.click("#mask-erase")
+    sync_api.expect(page.locator("#mask-erase")).to_have_attribute("aria-pressed", "true")
+    before = painted_share()
+    _stroke(page, [(20, 2), (20, 28)])
+    assert painted_share() < before
+    page.click("#mask-clear")
+    assert painted_share() == 0 and page.evaluate("() => maskDataUrl()") is None
+
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#extend-right", "-5")
+    page.click("#generate")
+    sync_api.expect(page.locator("#error")).to_contain_text("Extend right must be a whole number")
+    page.fill("#extend-right", "4000")  # past the model's sizes: the server's own words
+    page.click("#generate")
+    sync_api.expect(page.locator("#error")).to_contain_text("expand")
+    assert page.locator(".card").count() == 0
+    page.click("#clear-image")
+    assert page.locator("#mask-row").is_hidden() and page.locator("#extend-row").is_hidden()
+    assert page.input_value("#extend-right") == ""
+    assert all("status of 400" in problem for problem in problems), problems  # the refusal, logged
+    page.context.close()
+
+
+def test_the_mask_paints_by_touch_on_a_phone(browser, server):
+    page, _, problems = _page(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
+                              has_touch=True, device_scale_factor=2)
+    _choose_reference(page, (640, 480))
+    page.click("#mask-row summary")
+    page.locator("#mask-canvas").scroll_into_view_if_needed()
+    box = page.locator("#mask-canvas").bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    sync_api.expect(page.locator("#mask-state")).to_contain_text("painted")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390  # nothing overflows
+    _shot(page, "web-ui-mask-phone.png")
+    assert not problems, problems
+    page.context.close()

@@ -11,7 +11,10 @@ const state = {
   apiKey: sessionStorage.getItem(KEY_STORAGE) || "",
   jobId: null,
   image: null, // data URL of the reference image
+  imageSize: null, // [width, height] of the reference image, once it has loaded
 };
+
+const SIDES = ["left", "top", "right", "bottom"];
 
 class UserError extends Error {}
 
@@ -154,6 +157,14 @@ function requestBody() {
   if (state.image) {
     body.input_image = state.image;
     body.strength = Number($("strength").value);
+    const mask = maskDataUrl();
+    const expand = extendValues();
+    if (mask) body.mask_image = mask;
+    if (expand) body.expand = expand;
+    if (mask || expand) { // a masked edit has the reference's (grown) size: asking for another is ignored
+      delete body.orientation;
+      delete body.size;
+    }
   }
   let json = JSON.stringify(body);
   const seed = $("seed").value.trim();
@@ -363,6 +374,7 @@ function setReference(file) {
     $("clear-image").hidden = false;
     $("strength-row").hidden = false;
     $("drop").classList.add("has-image");
+    loadMaskBase(reader.result);
   });
   reader.addEventListener("error", () => showError("The reference image could not be read."));
   reader.readAsDataURL(file);
@@ -377,6 +389,7 @@ function clearReference(event) {
   $("clear-image").hidden = true;
   $("strength-row").hidden = true;
   $("drop").classList.remove("has-image");
+  resetMask();
 }
 
 function wireReference() {
@@ -408,6 +421,209 @@ function wireReference() {
   });
 }
 
+// -- the mask and the extension ---------------------------------------------------------
+// The canvas holds the mask at the reference image's own size: painted pixels are opaque
+// white, kept ones transparent, so CSS shows it as a translucent overlay and the alpha is
+// the mask's grey value (antialiased brush edges become soft, partial edges).
+
+const brush = { down: false, last: null, erase: false };
+
+function maskContext() {
+  return $("mask-canvas").getContext("2d", { willReadFrequently: true });
+}
+
+function loadMaskBase(dataUrl) {
+  resetMask();
+  const base = $("mask-base");
+  base.addEventListener("load", () => {
+    const [width, height] = [base.naturalWidth, base.naturalHeight];
+    state.imageSize = [width, height];
+    const canvas = $("mask-canvas");
+    canvas.width = width; // also clears it
+    canvas.height = height;
+    // The stage has the image's shape and at most 320 px of height, so the canvas lies exactly on it.
+    $("mask-stage").style.aspectRatio = `${width} / ${height}`;
+    $("mask-stage").style.width = `min(100%, ${Math.round(320 * width / height)}px)`;
+    base.classList.toggle("pixelated", width < 256);
+    canvas.classList.toggle("pixelated", width < 256);
+    $("mask-row").hidden = false;
+    $("extend-row").hidden = false;
+    showBrushSize();
+    showExtendSize();
+  }, { once: true });
+  base.src = dataUrl;
+}
+
+function resetMask() {
+  state.imageSize = null;
+  brush.down = false;
+  brush.last = null;
+  const canvas = $("mask-canvas");
+  canvas.width = 1;
+  canvas.height = 1;
+  $("mask-base").removeAttribute("src");
+  $("mask-row").hidden = true;
+  $("extend-row").hidden = true;
+  for (const side of ["all", ...SIDES]) $(`extend-${side}`).value = "";
+  setErase(false);
+  showMaskState(false);
+}
+
+// The brush is a share of the image's longer side, so it feels the same on any image size.
+function brushDiameter() {
+  const canvas = $("mask-canvas");
+  return Math.max(1, Math.round(Number($("brush").value) / 100 * Math.max(canvas.width, canvas.height)));
+}
+
+function showBrushSize() {
+  $("brush-value").textContent = `${brushDiameter()} px`;
+}
+
+function setErase(on) {
+  brush.erase = on;
+  $("mask-erase").setAttribute("aria-pressed", String(on));
+  $("mask-erase").classList.toggle("on", on);
+}
+
+function showMaskState(painted) {
+  $("mask-state").textContent = painted ? "· painted areas will be regenerated" : "(paint what to regenerate)";
+}
+
+function maskPainted() {
+  const canvas = $("mask-canvas");
+  if (!state.imageSize) return false;
+  const pixels = maskContext().getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) return true;
+  return false;
+}
+
+function canvasPoint(event) {
+  const canvas = $("mask-canvas");
+  const box = canvas.getBoundingClientRect();
+  return { x: (event.clientX - box.left) * canvas.width / box.width,
+           y: (event.clientY - box.top) * canvas.height / box.height };
+}
+
+function paintTo(point) {
+  const context = maskContext();
+  const size = brushDiameter();
+  context.globalCompositeOperation = brush.erase ? "destination-out" : "source-over";
+  context.fillStyle = context.strokeStyle = "#fff";
+  context.lineWidth = size;
+  context.lineCap = context.lineJoin = "round";
+  if (brush.last) {
+    context.beginPath();
+    context.moveTo(brush.last.x, brush.last.y);
+    context.lineTo(point.x, point.y);
+    context.stroke();
+  } else { // a click or a tap paints a dot (a zero-length line draws nothing)
+    context.beginPath();
+    context.arc(point.x, point.y, size / 2, 0, 2 * Math.PI);
+    context.fill();
+  }
+  brush.last = point;
+}
+
+function invertMask() {
+  const canvas = $("mask-canvas");
+  const context = maskContext();
+  const image = context.getImageData(0, 0, canvas.width, canvas.height);
+  const pixels = image.data;
+  for (let i = 0; i < pixels.length; i += 4) {
+    pixels[i] = pixels[i + 1] = pixels[i + 2] = 255;
+    pixels[i + 3] = 255 - pixels[i + 3];
+  }
+  context.putImageData(image, 0, 0);
+  showMaskState(maskPainted());
+}
+
+// The mask as the server takes it: a PNG at the reference's size, grey = the painted alpha
+// (white = regenerate, black = keep). None when nothing is painted: an all-black mask is refused.
+function maskDataUrl() {
+  if (!maskPainted()) return null;
+  const canvas = $("mask-canvas");
+  const painted = maskContext().getImageData(0, 0, canvas.width, canvas.height).data;
+  const sheet = document.createElement("canvas");
+  sheet.width = canvas.width;
+  sheet.height = canvas.height;
+  const context = sheet.getContext("2d");
+  const grey = context.createImageData(canvas.width, canvas.height);
+  for (let i = 0; i < painted.length; i += 4) {
+    grey.data[i] = grey.data[i + 1] = grey.data[i + 2] = painted[i + 3];
+    grey.data[i + 3] = 255;
+  }
+  context.putImageData(grey, 0, 0);
+  return sheet.toDataURL("image/png");
+}
+
+// [left, top, right, bottom] in pixels, or null when nothing is extended.
+function extendValues() {
+  const values = SIDES.map((side) => {
+    const input = $(`extend-${side}`);
+    if (input.validity.badInput || (input.value !== "" && !/^\d+$/.test(input.value))) {
+      throw new UserError(`Extend ${side} must be a whole number of pixels (0 or more).`);
+    }
+    return input.value === "" ? 0 : Number(input.value);
+  });
+  return values.some((value) => value > 0) ? values : null;
+}
+
+function showExtendSize() {
+  const hint = $("extend-size");
+  let values = null;
+  try { values = extendValues(); } catch (_) { /* said on Generate */ }
+  if (!values || !state.imageSize) {
+    hint.textContent = "Each side is rounded up to a multiple of 16; the new border is generated.";
+    return;
+  }
+  const [left, top, right, bottom] = values.map((value) => Math.ceil(value / 16) * 16); // as the server rounds
+  const [width, height] = state.imageSize;
+  hint.textContent = `The image grows to ${width + left + right} × ${height + top + bottom}.`;
+}
+
+function wireMask() {
+  const canvas = $("mask-canvas");
+  canvas.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0) return;
+    event.preventDefault();
+    canvas.setPointerCapture(event.pointerId);
+    brush.down = true;
+    brush.last = null;
+    paintTo(canvasPoint(event));
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!brush.down) return;
+    // Fast strokes deliver several points per frame: paint them all, not just the last.
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+    for (const each of events.length ? events : [event]) paintTo(canvasPoint(each));
+  });
+  const stop = () => {
+    if (!brush.down) return;
+    brush.down = false;
+    brush.last = null;
+    showMaskState(maskPainted());
+  };
+  canvas.addEventListener("pointerup", stop);
+  canvas.addEventListener("pointercancel", stop);
+  $("brush").addEventListener("input", showBrushSize);
+  $("mask-erase").addEventListener("click", () => setErase(!brush.erase));
+  $("mask-invert").addEventListener("click", invertMask);
+  $("mask-clear").addEventListener("click", () => {
+    maskContext().clearRect(0, 0, canvas.width, canvas.height);
+    showMaskState(false);
+  });
+  $("extend-all").addEventListener("input", () => {
+    for (const side of SIDES) $(`extend-${side}`).value = $("extend-all").value;
+    showExtendSize();
+  });
+  for (const side of SIDES) {
+    $(`extend-${side}`).addEventListener("input", () => {
+      $("extend-all").value = ""; // no longer the same on every side
+      showExtendSize();
+    });
+  }
+}
+
 // -- start ---------------------------------------------------------------------------
 
 function start() {
@@ -430,6 +646,7 @@ function start() {
     loadModelInfo();
   });
   wireReference();
+  wireMask();
   loadModelInfo();
   $("prompt").focus();
 }
