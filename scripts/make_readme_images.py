@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Draw the README's pictures with the embedded tiny model, through the public engine.
 
-    python scripts/make_readme_images.py            # writes docs/images/tiny-grid.png, strength.png
+    python scripts/make_readme_images.py            # writes docs/images/tiny-grid.png, strength.png, mask.png
+    python scripts/make_readme_images.py mask       # only the named pictures
 
 Seeded: the same weights give the same pictures.
 """
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_data  # noqa: E402
 
 from flux2cli.pipeline.engine import Engine  # noqa: E402
-from flux2cli.pipeline.request import GenerationRequest, ReferenceImage  # noqa: E402
+from flux2cli.pipeline.request import GenerationRequest, MaskImage, ReferenceImage  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "images"
 SCALE = 3  # 64 px is too small to see on a page; nearest-neighbour keeps the pixels honest
@@ -68,6 +69,23 @@ def strength_strip(engine: Engine) -> Image.Image:
         image = draw(engine, prompt, "square", seed=5, strength=strength, steps=25,
                      reference_images=[ReferenceImage("reference.png", reference)])
         panels.append((f"strength {strength}", image))
+    return strip(panels)
+
+
+def mask_strip(engine: Engine) -> Image.Image:
+    """Before, the mask (white = regenerate), after: the painted right half takes the prompt's
+    colours and the left half comes back exactly as it was."""
+    before = draw(engine, "a red square on a blue background", "square", seed=5)
+    mask = Image.new("L", before.size, 0)
+    ImageDraw.Draw(mask).rectangle((before.width // 2, 0, before.width, before.height), fill=255)
+    after = draw(engine, "a yellow circle on a green background", "square", seed=5, steps=8,
+                 reference_images=[ReferenceImage("before.png", before)],
+                 mask=MaskImage("mask.png", "", mask))
+    return strip([("before", before), ("mask", mask.convert("RGB")), ("after", after)])
+
+
+def strip(panels: list[tuple[str, Image.Image]]) -> Image.Image:
+    """64-px pictures side by side, scaled up, each captioned."""
     cell, label = 64 * SCALE, 18
     sheet = Image.new("RGB", (len(panels) * (cell + GAP) + GAP, cell + 2 * GAP + label), BACKDROP)
     pen = ImageDraw.Draw(sheet)
@@ -78,14 +96,21 @@ def strength_strip(engine: Engine) -> Image.Image:
     return sheet
 
 
-def main() -> int:
+PICTURES = {"tiny-grid": grid, "strength": strength_strip, "mask": mask_strip}
+
+
+def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in PICTURES]
+    if unknown:
+        print(f"unknown picture(s) {', '.join(unknown)}; choose from {', '.join(PICTURES)}", file=sys.stderr)
+        return 2
     OUT.mkdir(parents=True, exist_ok=True)
     engine = Engine.load("tiny")
-    grid(engine).save(OUT / "tiny-grid.png")
-    strength_strip(engine).save(OUT / "strength.png")
-    print(f"wrote {OUT / 'tiny-grid.png'} and {OUT / 'strength.png'}")
+    for name in names or PICTURES:
+        PICTURES[name](engine).save(OUT / f"{name}.png", optimize=True)
+        print(f"wrote {OUT / f'{name}.png'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
