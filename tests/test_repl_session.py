@@ -281,7 +281,7 @@ def test_image_and_strength(tmp_path):
     request = generate(s, "a cat").request
     assert request.reference_images[0].source == str(png) and request.strength == 0.75
     assert s.handle("/strength 0.4").kind == "note"
-    assert "between 0 and 1" in error(s, "/strength 2")
+    assert "between 0.01 and 1" in error(s, "/strength 2")
     assert "number" in error(s, "/strength lots")
     assert generate(s, "same").request.strength == 0.4
     assert s.handle("/image off") == Reply("now: no reference image", "note")

@@ -270,7 +270,9 @@ def test_openapi_describes_every_route(server):
     reply = server.call("GET", "/openapi.json")
     assert reply.status == 200
     document = reply.json()
-    assert document == json.loads(json.dumps(openapi_document(server.engine.spec)))
+    from flux2cli.server.loras import offered
+
+    assert document == json.loads(json.dumps(openapi_document(server.engine.spec, loras=offered(server.engine))))
     routes = set()
     for route in server.app.router.routes():
         info = route.resource.get_info()

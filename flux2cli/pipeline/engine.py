@@ -108,7 +108,8 @@ class Engine:
     ) -> list[SavedImage]:
         results = self.generate(request, on_step=on_step, cancel=cancel)
         request = self.loras.stamp(request)  # the images record the LoRAs used, with their sha256
-        request = replace(request, cache=self.cache_mode(request))  # and the step caching that ran
+        mode = self.cache_mode(request)  # and the step caching that ran (none recorded when none ran)
+        request = replace(request, cache=None if mode == "off" else mode)
         return save_images(results, request, output_dir=output_dir, model_name=self.spec.display_name)
 
     def cache_mode(self, request: GenerationRequest) -> str:

@@ -36,6 +36,10 @@ MAX_BATCH = 4
 MAX_PROMPT_CHARS = 4000
 MAX_REFERENCE_IMAGES = 4
 DEFAULT_STRENGTH = 0.75
+# Strength has a real floor, not "above 0": JSON numbers are exact, so a schema's "above 0"
+# admits 1e-400, which every float parser reads as 0 (Schemathesis sent one), and a share
+# that small re-runs no step anyway.
+MIN_STRENGTH = 0.01
 MAX_GUIDANCE = 30.0
 CACHE_MODES = ("off", "taylorseer", "fbc")  # pipeline/step_cache.py installs them
 # What a value is quoted with in a message at most: a 1 MB value is described, never echoed.
@@ -65,7 +69,6 @@ class Field:
     help: str  # one line: the schema's description and the CLI option's help
     minimum: Bound = None
     maximum: Bound = None
-    exclusive_minimum: bool = False
     multiple_of: int | None = None
     choices: tuple[str, ...] = ()
     default: Any = None  # a fixed default; None when the model or chance decides
@@ -135,10 +138,10 @@ class Field:
 
     def _number(self, value: Any, spec: ModelSpec | None, name: str) -> float:
         lo, hi = self.bounds(spec)
-        allowed = f"between {lo:g} and {hi:g}" + (f", above {lo:g}" if self.exclusive_minimum else "")
+        allowed = f"between {lo:g} and {hi:g}"
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise self.refuse(f"{name} must be a number {allowed} (got {quote(value)})")
-        if value > hi or value < lo or (self.exclusive_minimum and value == lo):
+        if not lo <= value <= hi:
             shown = quote(value) if isinstance(value, int) else f"{value:g}"
             raise self.refuse(f"{name} must be {allowed} (got {shown})")
         return float(value)
@@ -171,7 +174,7 @@ class Field:
         elif self.kind in ("integer", "number"):
             schema = {"type": self.kind}
             if lo is not None:
-                schema["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = lo
+                schema["minimum"] = lo
             if hi is not None:
                 schema["maximum"] = hi
             if self.multiple_of:
@@ -255,8 +258,8 @@ FIELD: dict[str, Field] = {field.name: field for field in (
     Field("input_image", "image", "Reference image: a data URL or bare base64 PNG, JPEG or WebP "
           "(an empty string means none).", stored=False, reference=True),
     Field("strength", "number", "Share of the steps re-run from the first reference image (1.0 = from noise); "
-          "used only with a reference image.", minimum=0.0, maximum=1.0, exclusive_minimum=True,
-          range_text="above 0 and at most 1", default=DEFAULT_STRENGTH,
+          "used only with a reference image.", minimum=MIN_STRENGTH, maximum=1.0,
+          range_text=f"{MIN_STRENGTH:g} to 1", default=DEFAULT_STRENGTH,
           default_text=f"{DEFAULT_STRENGTH} with a reference image", reference=True, openai="strength"),
     Field("width", "integer", "Explicit width in pixels, with height, instead of orientation and size.",
           minimum=16, maximum=_widest, multiple_of=16, model_bound=True, openai="size", range_text=_FITS),

@@ -203,7 +203,7 @@ def sidecar_text(request: GenerationRequest, seed: int, timings: dict[str, float
                  evaluations: dict[str, Any] | None = None) -> str:
     raw = request.raw_input if request.raw_input is not None else request.prompt
     # The spec's lines, then (only when a step cache ran) how much transformer work it skipped.
-    cached = "" if not evaluations or evaluations.get("cache", "off") == "off" else (
+    cached = "" if not _cached(evaluations) else (
         f"# Cache: {evaluations['cache']}, {evaluations['full_evaluations']} full transformer evaluations "
         f"of {evaluations['transformer_calls']} calls ({evaluations['steps']} steps)\n")
     return (
@@ -313,13 +313,18 @@ def save_images(results: Iterable[Generated], request: GenerationRequest, *, out
     return saved
 
 
+def _cached(evaluations: dict[str, Any] | None) -> bool:
+    return bool(evaluations) and evaluations.get("cache", "off") != "off"
+
+
 def generation_body(saved: list[SavedImage], generation_time: float) -> dict[str, Any]:
     """The spec's ``POST /generate`` success body; `flux2 generate --json` prints it too."""
     return {
         "success": True,
-        # "evaluations" is an addition to the spec's body (step caching's work report).
+        # "evaluations" is an addition to the spec's body (step caching's work report), sent only
+        # when a cache ran, so the body is exactly the spec's by default.
         "images": [{"filename": s.filename, "seed": s.seed,
                     "timings": {k: round(v, 3) for k, v in s.timings.items()},
-                    **({"evaluations": s.evaluations} if s.evaluations else {})} for s in saved],
+                    **({"evaluations": s.evaluations} if _cached(s.evaluations) else {})} for s in saved],
         "generation_time": round(generation_time, 3),
     }

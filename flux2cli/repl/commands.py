@@ -145,7 +145,7 @@ COMMANDS: tuple[Command, ...] = (
             inline=True),
     Command("/image", "reference image for the prompts that follow; `/image off` drops it", _image,
             args="PATH|off", paths=True),
-    Command("/strength", "share of the steps re-run over the reference, above 0 to 1", _strength,
+    Command("/strength", "share of the steps re-run over the reference, 0.01 to 1", _strength,
             args="<number>"),
     Command("/mask", "mask over the reference image, white = regenerate; `/mask off` drops it", _mask,
             args="PATH|off", paths=True),

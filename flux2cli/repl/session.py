@@ -176,7 +176,7 @@ class ReplSession:
         try:
             value = float(arg)
         except ValueError:
-            raise InvalidRequest("/strength needs a number above 0 and at most 1, e.g. /strength 0.6") from None
+            raise InvalidRequest("/strength needs a number from 0.01 to 1, e.g. /strength 0.6") from None
         if self.settings.reference is None:
             raise InvalidRequest("/strength acts on a reference image; set one first with /image PATH")
         self.settings = self._checked(replace(self.settings, strength=value))

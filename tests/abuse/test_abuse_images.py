@@ -73,10 +73,10 @@ def test_mislabelled_and_malformed_uploads_get_a_400_naming_the_problem(server, 
     ({"input_images": [None]}, "base64 string"),
     ({"input_images": [data_url(png_bytes((32, 32)))] * 5}, "at most 4 reference images"),
     ({"input_images": [""] * 10_000}, "at most 4 reference images"),  # counted before decoding
-    ({"input_image": data_url(png_bytes((32, 32))), "strength": 1.5}, "strength must be between 0 and 1"),
-    ({"input_image": data_url(png_bytes((32, 32))), "strength": -0.1}, "strength must be between 0 and 1"),
-    ({"input_image": data_url(png_bytes((32, 32))), "strength": 1.1}, "strength must be between 0 and 1"),
-    ({"input_image": data_url(png_bytes((32, 32))), "strength": 0}, "strength must be between 0 and 1, above 0"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": 1.5}, "strength must be between 0.01 and 1"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": -0.1}, "strength must be between 0.01 and 1"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": 1.1}, "strength must be between 0.01 and 1"),
+    ({"input_image": data_url(png_bytes((32, 32))), "strength": 0}, "strength must be between 0.01 and 1"),
     ({"input_image": data_url(png_bytes((32, 32))), "strength": "0.5"}, "strength must be a number"),
 ])
 def test_reference_lists_and_strength_are_checked(server, fields, words):
