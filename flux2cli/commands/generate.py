@@ -47,8 +47,7 @@ def generate(
         "--negative-prompt", metavar="TEXT", show_default=False, help=FIELD["negative_prompt"].option_help())] = None,
     output_dir: opt.OutputDirOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    no_preview: Annotated[bool, typer.Option(
-        "--no-preview", help="Draw no image preview under the progress bar (else FLUX2_PREVIEW).")] = False,
+    no_preview: opt.NoPreviewOpt = False,
     full_model: opt.FullModelOpt = False,
     gguf: opt.GGUFOpt = None,
     local_encoder: opt.LocalEncoderOpt = False,

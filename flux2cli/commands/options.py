@@ -59,6 +59,8 @@ DecoderOpt = Annotated[str, typer.Option(
     help="small: decode with BFL's FLUX.2-small-decoder (faster decoding, nearly the same image; downloaded "
          "from the hub).")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", "-s", show_default=False, help=FIELD["steps"].option_help())]
+NoPreviewOpt = Annotated[bool, typer.Option(
+    "--no-preview", help="Draw no image preview under the progress bar (else FLUX2_PREVIEW).")]
 OutputDirOpt = Annotated[Optional[Path], typer.Option(
     "--output-dir", "-o", show_default=False,
     help="Where images and .prompt files go (else FLUX2_OUTPUT_DIR, config.toml's output_dir, ./outputs).")]

@@ -1,7 +1,5 @@
 """`flux2 repl`: load the model once, then prompt (the spec's interactive loop)."""
 
-from typing import Annotated
-
 import typer
 
 from flux2cli.commands import options as opt
@@ -24,8 +22,7 @@ def repl(
     lora_dir: opt.LoraDirOpt = None,
     lora_fuse: opt.LoraFuseOpt = False,
     lora_partial: opt.LoraPartialOpt = False,
-    no_preview: Annotated[bool, typer.Option(
-        "--no-preview", help="Draw no image preview under the progress bar (else FLUX2_PREVIEW).")] = False,
+    no_preview: opt.NoPreviewOpt = False,
 ) -> None:
     """Interactive prompt loop: history, Tab completion, /commands, cached embeddings."""
     from flux2cli.pipeline.registry import resolve_model
