@@ -355,8 +355,7 @@ def _loras(field: Field, value: Any, name: str) -> tuple[LoraRef, ...]:
             raise field.refuse(f"{name}: {quote(lora)} is not a LoRA name (letters, digits, _ . + -, no paths); "
                                "GET /loras lists the names")
         scale = item.get("scale")
-        scale = 1.0 if scale is None else Field(name, "number", "", minimum=field.minimum,
-                                                  maximum=field.maximum).check(scale, None, f"{name} scale")
+        scale = 1.0 if scale is None else field._number(scale, None, f"{name} scale")  # the field's own range
         refs.append(LoraRef(lora, scale))
     # A name given twice is one adapter at the sum of its scales (JSON Schema cannot forbid
     # repeats of one property, so the server accepts what its schema allows).
