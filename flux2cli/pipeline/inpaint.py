@@ -131,13 +131,6 @@ def composite(generated: Any, canvas: Canvas) -> Any:
     return Image.fromarray(mixed.astype(np.uint8)[:height, :width], "RGB")
 
 
-def mask_sha256(mask: Any) -> str:
-    """The digest of the mask as used (greyscale, the input's size), which metadata records."""
-    import hashlib
-
-    return hashlib.sha256(mask.tobytes()).hexdigest()
-
-
 class MaskedEdit:
     """One masked edit or outpainting run: the engine asks it for the pipeline's start, calls
     ``blend`` from its step hook and ``finish`` on the decoded images."""

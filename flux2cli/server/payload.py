@@ -28,7 +28,7 @@ async def generation_request(body: dict[str, Any], spec: ModelSpec) -> Generatio
     if prompt is None:
         raise InvalidRequest("prompt is required: describe the image to generate", field="prompt")
     values = {name: body.get(name) for name in replayed()}
-    for field in FIELD.values():  # the job's own options (preview): checked here, read by job_options
+    for field in FIELD.values():  # the job's own options (preview): checked here, read by wants_previews
         if not field.stored and field.kind not in ("image", "images"):
             field.check(body.get(field.name), spec)
 

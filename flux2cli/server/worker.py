@@ -213,14 +213,12 @@ class GenerationWorker:
         self._closing = False
         self._seconds_per_step = DEFAULT_SECONDS_PER_STEP
         self._wakeup = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     # -- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         # One worker thread: generations share one model and one device, so they run one
         # at a time. Its thread is not a daemon; a generation asked to stop (shutdown sets
         # every cancel event) ends at its next step, which exit waits for.
