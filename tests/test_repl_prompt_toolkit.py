@@ -138,6 +138,20 @@ def test_a_session_generates_repeats_and_changes_settings_with_the_tiny_model(ti
     assert "half typed" not in history
 
 
+def test_help_and_the_toolbar_show_the_loaded_models_sizes(tmp_path):
+    code, out, err, session, reader = drive(FakeEngine(), ["/help\r", "/square /2k\r", CTRL_D], tmp_path)
+    assert code == 0, err
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("* /")}
+    for orientation in ("square", "portrait", "landscape", "16:9"):
+        sizes = [TINY.dimensions(orientation, size) for size in ("1mp", "2mp", "4mp")]
+        assert ", ".join(f"{w}x{h} at {k}" for (w, h), k in zip(sizes, ("1k", "2k", "4k"))) in rows[f"/{orientation}"]
+    assert "64x64 at 1k" in rows["/square"] and "1024" not in out
+    # at tiny's scale 16:9 rounds to landscape's multiples of 16: /help says so
+    assert TINY.dimensions("16:9", "1mp") == TINY.dimensions("landscape", "1mp")
+    assert "the same as /landscape at this model's scale" in rows["/16:9"]
+    assert "square 2k (128x128)" in reader.prompt_session.bottom_toolbar()
+
+
 def test_history_survives_the_session_with_up_and_ctrl_r(tmp_path):
     code, *_ = drive(FakeEngine(), ["/steps 5\r", "/portrait\r", "/batch 2\r", CTRL_D], tmp_path)
     assert code == 0

@@ -99,7 +99,7 @@ def test_inline_commands_are_exactly_the_modifiers_parse_modifiers_reads():
 
 
 def test_help_is_generated_from_the_table():
-    text = help_text()
+    text = help_text(TINY)
     for command in COMMANDS:
         assert command.help in text
         for name in command.names:

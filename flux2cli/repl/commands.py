@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from flux2cli.errors import InvalidRequest
-from flux2cli.pipeline.registry import BASE_SIZES
+from flux2cli.pipeline.registry import SIZE_MULTIPLIERS, ModelSpec
+from flux2cli.pipeline.request import SIZE_ALIASES
 from flux2cli.repl.actions import Action, Quit, Reply
 
 
@@ -50,6 +51,7 @@ class Command:
     args: str = ""  # how /help shows the argument: "<number>", "PATH"
     inline: bool = False  # a modifier: also allowed anywhere in a prompt, and it sticks
     paths: bool = False  # Tab completes file paths after it
+    orientation: str | None = None  # /help adds this orientation's sizes for the loaded model
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -117,12 +119,11 @@ def _show(session: ReplSession, arg: str, line: str) -> Action:
 
 
 def _help(session: ReplSession, arg: str, line: str) -> Action:
-    return Reply(help_text())
+    return Reply(help_text(session.spec))
 
 
 def _orientation(name: str) -> Command:
-    w, h = BASE_SIZES[name]
-    return Command(f"/{name}", f"{name} aspect ratio ({w}x{h} at 1k)", _modifier, inline=True)
+    return Command(f"/{name}", f"{name} aspect ratio", _modifier, inline=True, orientation=name)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -185,12 +186,14 @@ def find_command(line: str) -> tuple[Command | None, str]:
     return command, arg
 
 
-def help_text() -> str:
+def help_text(spec: ModelSpec) -> str:
+    """The command list, with the orientations' sizes as ``spec`` draws them (the registry's table)."""
     rows = [("* " if c.inline else "  ") + ", ".join((f"{c.name} {c.args}".rstrip(), *c.aliases))
             for c in COMMANDS]
     width = max(len(row) for row in rows) + 2
-    lines = ["Type a prompt to generate an image. Commands:"]
-    lines += [row.ljust(width) + command.help for row, command in zip(rows, COMMANDS)]
+    lines = [f"Type a prompt to generate an image with {spec.display_name}. Commands:"]
+    lines += [row.ljust(width) + command.help + _sizes(spec, command.orientation)
+              for row, command in zip(rows, COMMANDS)]
     lines += [
         "* also works inside a prompt (\"a beautiful sunset /4k /portrait\") and stays set",
         "  for the prompts that follow.",
@@ -198,3 +201,18 @@ def help_text() -> str:
         "Tab completes commands, modifiers and the path after /image.",
     ]
     return "\n".join(lines)
+
+
+def _sizes(spec: ModelSpec, orientation: str | None) -> str:
+    """" (64x64 at 1k, 128x128 at 2k, ...)", and a word where rounding to multiples of 16 at a
+    small model's scale makes two orientations one shape (16:9 and landscape on tiny)."""
+    if orientation is None:
+        return ""
+    sizes = {size: spec.dimensions(orientation, size) for size in SIZE_MULTIPLIERS}
+    label = {size: alias for alias, size in SIZE_ALIASES.items()}  # "2mp" is typed /2k
+    text = ", ".join(f"{w}x{h} at {label.get(size, size)}" for size, (w, h) in sizes.items())
+    same = [other for other in ("landscape", "portrait", "square") if other != orientation
+            and all(spec.dimensions(other, size) == dims for size, dims in sizes.items())]
+    if same:
+        text += f"; the same as /{same[0]} at this model's scale"
+    return f" ({text})"
