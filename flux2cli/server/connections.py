@@ -24,10 +24,12 @@ from flux2cli.server.logs import OncePer
 log = logging.getLogger("flux2cli.server")
 
 BACKLOG = 128  # aiohttp's TCPSite default; asyncio accepts up to this many per wake-up
-# Descriptors never handed to clients: saving an image (two temp files), logging, the
-# model's files, and a backlog's worth of connections accepted in one go before the cap
-# can refuse them.
-FD_RESERVE = 64 + BACKLOG
+# Descriptors never handed to clients: 64 for saving an image (two temp files), logging and
+# the model's files, and the connections the cap cannot see yet. asyncio accepts a
+# backlog's worth per loop turn and asks the guard only on the next turn; a refused or
+# evicted socket is written to a turn later and closed a turn after that. So up to four
+# backlogs are open beyond the cap during a flood (three let CI hit EMFILE).
+FD_RESERVE = 64 + 4 * BACKLOG
 MIN_IDLE_TO_EVICT = 2.0  # seconds a keep-alive connection must have been quiet to be closed for a new one
 
 def raise_open_file_limit() -> int:
