@@ -107,10 +107,14 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> list[SavedImage]:
         results = self.generate(request, on_step=on_step, cancel=cancel)
-        request = self.loras.stamp(request)  # the images record the LoRAs used, with their sha256
-        mode = self.cache_mode(request)  # and the step caching that ran (none recorded when none ran)
-        request = replace(request, cache=None if mode == "off" else mode)
-        return save_images(results, request, output_dir=output_dir, model_name=self.spec.display_name)
+        return save_images(results, self.recorded(request), output_dir=output_dir, model_name=self.spec.display_name)
+
+    def recorded(self, request: GenerationRequest) -> GenerationRequest:
+        """The request as its images record it: the LoRAs used, with their sha256, and the
+        step caching that ran (none recorded when none ran)."""
+        request = self.loras.stamp(request)
+        mode = self.cache_mode(request)
+        return replace(request, cache=None if mode == "off" else mode)
 
     def cache_mode(self, request: GenerationRequest) -> str:
         return request.cache or self.default_cache

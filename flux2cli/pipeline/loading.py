@@ -62,6 +62,9 @@ class LoadOptions:
     hub_cache: Path | None = None
     # Called with each one-line notice while loading (the CLI prints them as they come).
     notify: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    # A ready TextEncoder that encodes elsewhere (flux2cli.scale's client of a Ray Serve
+    # encoder deployment): used as is, and the model's own text encoder is not loaded.
+    text_encoder: Any | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> LoadOptions:
         """Refuse contradictory or unknown values before anything is loaded."""
@@ -115,7 +118,8 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
                            hub_cache=options.hub_cache)
     gguf_path = _gguf_file(spec, options.hub_cache) if spec.gguf is not None else None
     embed_dim = _transformer_config(folder)["joint_attention_dim"]
-    encoder = _remote_encoder(spec, options, embed_dim=embed_dim, dtype=dtype, device=device, notify=notify)
+    encoder = options.text_encoder or _remote_encoder(spec, options, embed_dim=embed_dim, dtype=dtype,
+                                                      device=device, notify=notify)
     if encoder is None:
         folder = _model_folder(spec, include_transformer=gguf_path is None, include_encoder=True,
                                hub_cache=options.hub_cache)
