@@ -200,9 +200,17 @@ def test_paths_complete_after_image(tmp_path):
     (tmp_path / "refs").mkdir()
     (tmp_path / "refs" / "cat.png").write_bytes(b"")
     (tmp_path / "refs" / "car.jpg").write_bytes(b"")
-    text = f"/image {tmp_path}/refs/ca"
+    (tmp_path / "refs" / "cab.WEBP").write_bytes(b"")
+    (tmp_path / "refs" / "cat.prompt").write_bytes(b"")  # a sidecar is no reference image
+    (tmp_path / "refs" / "cave.txt").write_bytes(b"")
+    (tmp_path / "refs" / "cars").mkdir()  # a folder may hold images
+    for command in ("/image", "/mask"):
+        text = f"{command} {tmp_path}/refs/ca"
+        found = list(ReplCompleter().get_completions(Document(text), CompleteEvent(completion_requested=True)))
+        assert sorted(c.text for c in found) == ["b.WEBP", "r.jpg", "rs", "t.png"]
+    text = f"/lora {tmp_path}/refs/cav"  # other paths still complete every file
     found = list(ReplCompleter().get_completions(Document(text), CompleteEvent(completion_requested=True)))
-    assert sorted(c.text for c in found) == ["r.jpg", "t.png"]
+    assert [c.text for c in found] == ["e.txt"]
     assert "/steps" not in [c.text for c in ReplCompleter().get_completions(
         Document("/image /s"), CompleteEvent(completion_requested=True))]
 

@@ -240,7 +240,7 @@ def test_record_keeps_the_last_seed_for_the_toolbar():
     s = session()
     request = generate(s, "a cat /seed 99").request
     assert "no image yet" in s.status_line()
-    s.record(request)
+    s.record(request, [Path("out/a.png")])
     status = s.status_line()
     for part in ("flux2-tiny", "landscape 1k", "8 steps", "seed 99 (fixed)", "last seed 99"):
         assert part in status
@@ -248,7 +248,7 @@ def test_record_keeps_the_last_seed_for_the_toolbar():
 
 def test_show_lists_the_current_settings(tmp_path):
     s = session(output_dir=tmp_path)
-    generate(s, "a cat /portrait /steps 5")
+    s.record(generate(s, "a cat /portrait /steps 5").request, [tmp_path / "a.png"])
     text = s.handle("/show").text
     for part in ("flux2-tiny", "portrait 1k (48x80)", "5 (model default 8, range 1-50)", "random",
                  "'a cat'", str(tmp_path)):
@@ -339,3 +339,33 @@ def test_ctrl_c_during_a_generation_cancels_it_and_the_loop_goes_on(tmp_path):
     assert engine.cancelled_at == 2
     lines = out.splitlines()  # only `same` saved an image, after the cancel, with 3 steps
     assert len(lines) == 1 and engine.requests[1].steps == 3
+
+
+def test_show_after_a_cancel_reports_the_last_image_really_made(tmp_path):
+    engine = FakeEngine(interrupt_at_step=2)
+    code, out, err, s = run_app([f"{PROMPT} /seed 7 /steps 1", "a blue square /steps 5 /seed 8", "/show"], engine,
+                                tmp_path=tmp_path)
+    assert "generation cancelled at step 2/5" in err
+    saved, shown = out.splitlines()[0], out.split("\nlast", 1)[1].splitlines()[0]
+    assert saved.startswith(str(tmp_path / "img_7.png"))
+    assert shown.strip() == f"{tmp_path / 'img_7.png'}: {PROMPT!r}, seed 7"
+    assert "blue square" not in shown and s.status_line().endswith("last seed 7")
+
+
+def test_guidance_sticks_on_a_model_that_takes_it_and_is_ignored_by_a_distilled_one():
+    base = ReplSession(get_model("klein-base-4b"))
+    assert base.handle("/guidance 2.5") == Reply("now: guidance 2.5 (model default 4; /guidance off)", "note")
+    assert generate(base, "a cat").request.guidance == 2.5
+    assert "guidance   2.5" in base.handle("/show").text
+    assert base.handle("/guidance off").text == "now: guidance 4 (model default)"
+    assert generate(base, "a cat").request.guidance == 4.0
+    assert error(base, "/guidance lots") == ("/guidance needs a number from 0 to 30, e.g. /guidance 4, or `off` "
+                                             "for the model's default")
+    assert "guidance" in error(base, "/guidance 31") and base.settings.guidance is None
+
+    tiny = session()
+    assert tiny.handle("/guidance 5") == Reply("flux2-tiny is distilled and takes no guidance: /guidance is "
+                                               "ignored", "note")
+    action = generate(tiny, "a cat")
+    assert action.request.guidance is None and not action.notes  # no notice at every prompt
+    assert "takes none" in tiny.handle("/show").text

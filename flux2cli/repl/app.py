@@ -179,7 +179,7 @@ class ReplApp:
             return
         if error is not None:
             raise error
-        self.session.record(request)
+        self.session.record(request, [saved.path for saved in outcome["saved"]])
         for saved in outcome["saved"]:
             self.out.print(f"{saved.path}  seed {saved.seed}  ({format_timings(saved.timings)})",
                            markup=False, soft_wrap=True)

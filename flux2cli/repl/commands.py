@@ -26,6 +26,7 @@ class ReplSession(Protocol):
     def unpin_seed(self) -> Action: ...
     def set_reference(self, arg: str) -> Action: ...
     def set_strength(self, arg: str) -> Action: ...
+    def set_guidance(self, arg: str) -> Action: ...
     def set_mask(self, arg: str) -> Action: ...
     def set_expand(self, arg: str) -> Action: ...
     def set_negative(self, arg: str) -> Action: ...
@@ -50,7 +51,7 @@ class Command:
     aliases: tuple[str, ...] = ()
     args: str = ""  # how /help shows the argument: "<number>", "PATH"
     inline: bool = False  # a modifier: also allowed anywhere in a prompt, and it sticks
-    paths: bool = False  # Tab completes file paths after it
+    paths: str = ""  # Tab completes paths after it: "images" (image files and folders) or "files"
     orientation: str | None = None  # /help adds this orientation's sizes for the loaded model
 
     @property
@@ -96,6 +97,10 @@ def _image(session: ReplSession, arg: str, line: str) -> Action:
 
 def _strength(session: ReplSession, arg: str, line: str) -> Action:
     return session.set_strength(arg)
+
+
+def _guidance(session: ReplSession, arg: str, line: str) -> Action:
+    return session.set_guidance(arg)
 
 
 def _mask(session: ReplSession, arg: str, line: str) -> Action:
@@ -145,17 +150,19 @@ COMMANDS: tuple[Command, ...] = (
     Command("/batch", "images per prompt, 1-4 (seeds seed, seed+1, ...)", _modifier, args="<number>",
             inline=True),
     Command("/image", "reference image for the prompts that follow; `/image off` drops it", _image,
-            args="PATH|off", paths=True),
+            args="PATH|off", paths="images"),
     Command("/strength", "share of the steps re-run over the reference, 0.01 to 1", _strength,
             args="<number>"),
+    Command("/guidance", "guidance scale for the prompts that follow; `/guidance off` goes back to the "
+            "model's (distilled models ignore it)", _guidance, args="<number>|off"),
     Command("/mask", "mask over the reference image, white = regenerate; `/mask off` drops it", _mask,
-            args="PATH|off", paths=True),
+            args="PATH|off", paths="images"),
     Command("/expand", "outpaint: pixels to add left,top,right,bottom of the reference; `/expand off`", _expand,
             args="L,T,R,B|off"),
     Command("/negative", "negative prompt for the prompts that follow (klein base); `/negative off` drops it",
             _negative, args="TEXT|off"),
     Command("/lora", "apply a LoRA (file, folder, hub repo or name) at a scale; `/lora off NAME`; "
-            "`/lora` lists them", _lora, args="SOURCE [SCALE]|off NAME", paths=True),
+            "`/lora` lists them", _lora, args="SOURCE [SCALE]|off NAME", paths="files"),
     Command("/show", "show the current settings", _show),
     Command("/help", "this list", _help, aliases=("help", "?")),
 )
@@ -198,7 +205,7 @@ def help_text(spec: ModelSpec) -> str:
         "* also works inside a prompt (\"a beautiful sunset /4k /portrait\") and stays set",
         "  for the prompts that follow.",
         "Ctrl-C stops a generation or clears the line; Up/Down and Ctrl-R search the history;",
-        "Tab completes commands, modifiers and the path after /image.",
+        "Tab completes commands, modifiers and the path after /image (image files only).",
     ]
     return "\n".join(lines)
 

@@ -4,11 +4,14 @@
   (they work inside prompts); the menu shows each one's help.
 - Plain words (`same`, `reseed`, `quit`) complete at the start of a line only, and only
   on Tab, never while typing: a prompt starting with "s" is not a command.
-- After a command that takes a path (/image), file paths complete.
+- After a command that takes a path, paths complete: after /image and /mask only image
+  files (what the reference loader opens; not the .prompt sidecars next to them) and folders.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Iterable
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
@@ -19,7 +22,8 @@ from flux2cli.repl.commands import COMMANDS, lookup
 
 class ReplCompleter(Completer):
     def __init__(self) -> None:
-        self._paths = PathCompleter(expanduser=True)
+        self._paths = {"files": PathCompleter(expanduser=True),
+                       "images": PathCompleter(expanduser=True, file_filter=_image_or_folder)}
 
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor.lstrip()
@@ -32,7 +36,7 @@ class ReplCompleter(Completer):
         if command is not None and command.paths:
             # The path is completed as if it were the whole line: start positions stay right.
             rest = rest.lstrip()
-            yield from self._paths.get_completions(Document(rest, len(rest)), event)
+            yield from self._paths[command.paths].get_completions(Document(rest, len(rest)), event)
             return
         if command is not None and command.name == "/seed" and " " not in rest.lstrip():
             yield from _words(rest.lstrip(), ("random",))
@@ -58,3 +62,18 @@ def _words(typed: str, words: tuple[str, ...]) -> Iterable[Completion]:
     for word in words:
         if word.startswith(typed.lower()) and word != typed.lower():
             yield Completion(word, start_position=-len(typed))
+
+
+def _image_or_folder(path: str) -> bool:
+    return os.path.isdir(path) or os.path.splitext(path)[1].lower() in _image_suffixes()
+
+
+@functools.cache
+def _image_suffixes() -> frozenset[str]:
+    """The file endings PIL gives the formats a reference image may be in (.png, .jpg, .webp, ...)."""
+    from PIL import Image
+
+    from flux2cli.pipeline.images import ALLOWED_FORMATS
+
+    Image.init()  # registers every plugin's endings
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in ALLOWED_FORMATS)

@@ -2,7 +2,7 @@
 
 Which settings stick: all of them. Every modifier (/steps /seed /batch, the orientations
 and sizes), typed alone or inside a prompt, stays set for the prompts after it, and the
-reply says so ("now: portrait 2k (96x160)"); so do /image and /strength. `same` always
+reply says so ("now: portrait 2k (96x160)"); so do /image, /strength and /guidance. `same` always
 draws a new seed, even when /seed fixed one: the same seed would give the same image.
 `reseed N` uses N for that one generation. The sidecar's "Raw input" is the line as
 typed ("same", "a sunset /4k"), its "Prompt" the text the model saw.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.modifiers import parse_modifiers
@@ -40,6 +40,7 @@ class Settings:
     reference: ReferenceImage | None = None
     strength: float | None = None  # None: the default strength when there is a reference
     negative_prompt: str | None = None  # /negative TEXT, for models that run classifier-free guidance
+    guidance: float | None = None  # /guidance N; None: the model's default
     mask: MaskImage | None = None  # /mask PATH, over the reference image
     expand: tuple[int, int, int, int] | None = None  # /expand L,T,R,B
 
@@ -59,6 +60,7 @@ class Settings:
             "reference_images": (self.reference,) if self.reference else (),
             "strength": self.strength,
             "negative_prompt": self.negative_prompt,
+            "guidance": self.guidance,
         }
 
 
@@ -75,8 +77,9 @@ class ReplSession:
         self.loras = ReplLoras()  # /lora; the command gives it the catalog, the --lora set and a loader
         # A bad --steps fails here, before minutes of model loading.
         self.settings = self._checked(Settings(steps=spec.default_steps if steps is None else steps))
-        self.last_prompt: str | None = None
+        self.last_prompt: str | None = None  # what `same` repeats: the last prompt typed, made or not
         self.last_seed: int | None = None
+        self.last_image: tuple[Path, str, int] | None = None  # the last image really saved: path, prompt, seed
 
     # -- the one entry point -------------------------------------------------------
     def handle(self, line: str) -> Action:
@@ -92,9 +95,11 @@ class ReplSession:
         except InvalidRequest as error:
             return Reply(str(error), "error")
 
-    def record(self, request: GenerationRequest) -> None:
-        """A generation of ``request`` finished; its seed is the one `reseed` would reuse."""
+    def record(self, request: GenerationRequest, paths: Sequence[Path]) -> None:
+        """A generation of ``request`` saved ``paths``; a cancelled one is never recorded."""
         self.last_seed = request.seed
+        if paths:
+            self.last_image = (paths[-1], request.prompt, request.seeds[len(paths) - 1])
 
     # -- what the commands do --------------------------------------------------------
     def prompt(self, line: str) -> Action:
@@ -172,6 +177,22 @@ class ReplSession:
         self.settings = self._checked(replace(self.settings, negative_prompt=arg))
         return Reply(f"now: negative prompt {arg!r}", "note")
 
+    def set_guidance(self, arg: str) -> Action:
+        """/guidance N for the prompts that follow; `/guidance off` goes back to the model's default."""
+        if arg.lower() in CLEAR_WORDS:
+            self.settings = replace(self.settings, guidance=None)
+            return Reply(f"now: guidance {self._guidance_text()}", "note")
+        lo, hi = FIELD["guidance"].bounds(self.spec)
+        try:
+            value = float(arg)
+        except ValueError:
+            raise InvalidRequest(f"/guidance needs a number from {lo:g} to {hi:g}, e.g. /guidance 4, "
+                                 "or `off` for the model's default") from None
+        if self.spec.distilled:  # kept out of the settings: every prompt would repeat the notice
+            return Reply(f"{self.spec.display_name} is distilled and takes no guidance: /guidance is ignored", "note")
+        self.settings = self._checked(replace(self.settings, guidance=value))
+        return Reply(f"now: guidance {self._guidance_text()}", "note")
+
     def set_strength(self, arg: str) -> Action:
         try:
             value = float(arg)
@@ -206,9 +227,10 @@ class ReplSession:
             ("seed", "random for each generation" if s.seed is None else f"{s.seed}, fixed (/seed random)"),
             ("batch", str(s.batch)),
             ("reference", self._reference_text() if s.reference else "none"),
+            ("guidance", self._guidance_text()),
             ("negative", repr(s.negative_prompt) if s.negative_prompt else "none"),
-            ("last", "nothing yet" if self.last_prompt is None
-             else f"{self.last_prompt!r}" + (f", seed {self.last_seed}" if self.last_seed is not None else "")),
+            ("last", "no image yet" if self.last_image is None
+             else f"{self.last_image[0]}: {self.last_image[1]!r}, seed {self.last_image[2]}"),
         ]
         if self.output_dir is not None:
             rows.append(("output", str(self.output_dir)))
@@ -239,6 +261,14 @@ class ReplSession:
         if "batch" in overrides:
             parts.append(f"batch {s.batch}")
         return f"now: {', '.join(parts)}" if parts else ""
+
+    def _guidance_text(self) -> str:
+        if self.spec.distilled:
+            return "none (the model is distilled and takes none)"
+        default = f"{self.spec.default_guidance:g}"
+        if self.settings.guidance is None:
+            return f"{default} (model default)"
+        return f"{self.settings.guidance:g} (model default {default}; /guidance off)"
 
     def _reference_text(self) -> str:
         ref = self.settings.reference
