@@ -67,8 +67,12 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def model_info(request: web.Request) -> web.Response:
-    """GET /model-info: the model really loaded and its text encoder."""
-    return json_response(request.app[ENGINE].describe())
+    """GET /model-info: the model really loaded and its text encoder (and, on Ray Serve, its replicas)."""
+    body = request.app[ENGINE].describe()
+    replicas = request.app[WORKER].replicas()
+    if replicas is not None:
+        body = {**body, "replicas": replicas}
+    return json_response(body)
 
 
 async def image(request: web.Request) -> web.Response:

@@ -1,10 +1,14 @@
-"""The one generation worker: a bounded queue of jobs, run one at a time in a thread.
+"""The one generation worker: a bounded queue of jobs, run as the engine's slots allow.
 
 Every generation the server makes goes through ``GenerationWorker``: the synchronous
 ``POST /generate`` (which refuses to wait behind anything, as the spec says) and the
-queued ``POST /jobs``. All bookkeeping happens on the event loop; only the engine call
-runs in the worker thread, whose step callbacks hop back onto the loop with
+queued ``POST /jobs``. All bookkeeping happens on the event loop; only the engine calls
+run in the worker threads, whose step callbacks hop back onto the loop with
 ``call_soon_threadsafe``. So ``/status`` reads plain attributes and never waits on a lock.
+
+The engine is the backend: the in-process ``Engine`` runs one generation at a time (one
+thread); an engine with ``slots`` = N (``flux2cli.scale``'s, generating on N Ray Serve
+replicas) gets N threads, and ``/status`` then adds what runs where.
 
 The queue is bounded twice: by the number of waiting jobs and by the decoded pixels of
 the reference images they hold (a 70 KB PNG can decode to 50 MB), so a full queue costs
@@ -63,7 +67,10 @@ DEFAULT_PREVIEW_EVERY = 0.25  # seconds: at most ~4 previews a second (and one a
 
 
 class GenerationEngine(Protocol):
-    """What the server needs from ``flux2cli.pipeline.engine.Engine`` (fakes implement it too)."""
+    """What the server needs from ``flux2cli.pipeline.engine.Engine`` (fakes implement it too).
+
+    Optionally ``slots`` (generations it runs at once; 1 when absent) and
+    ``replica_counts()`` (a dict that /status and /model-info add as ``replicas``)."""
 
     spec: ModelSpec
 
@@ -76,6 +83,12 @@ class GenerationEngine(Protocol):
 
 def _shutting_down() -> Busy:
     return Busy("the server is shutting down; try again once it is back")
+
+
+def _running(job: Job) -> dict[str, Any]:
+    """/status's fields about one running job."""
+    return {"prompt": job.request.prompt, "batch": job.request.batch, "current": max(job.current, 1),
+            "step": job.step, "total_steps": job.total_steps}
 
 
 @dataclass(eq=False)
@@ -191,7 +204,7 @@ class Job:
 
 
 class GenerationWorker:
-    """One generation at a time; at most ``queue_size`` jobs waiting behind it."""
+    """As many generations at once as the engine has slots; at most ``queue_size`` jobs waiting."""
 
     def __init__(self, engine: GenerationEngine, output_dir: Path, *,
                  queue_size: int = DEFAULT_QUEUE_SIZE, keep_finished: int = KEEP_FINISHED_JOBS,
@@ -207,22 +220,24 @@ class GenerationWorker:
         self.preview_every = preview_every  # seconds between previews of a job; None: no previews
         self.written: set[str] = set()  # file names this server saved; GET /images serves only these
         self.history: deque[Job] = deque(maxlen=32)  # finished jobs of both kinds, newest last
-        self.running: Job | None = None
+        self.slots = getattr(engine, "slots", 1)
+        self.active: list[Job] = []  # running jobs, oldest first
         self._waiting: deque[Job] = deque()
         self._jobs: OrderedDict[str, Job] = OrderedDict()  # POST /jobs jobs, by id
         self._closing = False
         self._seconds_per_step = DEFAULT_SECONDS_PER_STEP
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._executions: set[asyncio.Task] = set()
         self._executor: ThreadPoolExecutor | None = None
 
     # -- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        # One worker thread: generations share one model and one device, so they run one
-        # at a time. Its thread is not a daemon; a generation asked to stop (shutdown sets
-        # every cancel event) ends at its next step, which exit waits for.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux2-generation")
+        # One worker thread per slot: in process, generations share one model and one
+        # device, so they run one at a time. The threads are not daemons; a generation asked
+        # to stop (shutdown sets every cancel event) ends at its next step, which exit waits for.
+        self._executor = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="flux2-generation")
         self._task = asyncio.create_task(self._run(), name="flux2-generation-worker")
 
     def begin_shutdown(self) -> None:
@@ -232,8 +247,8 @@ class GenerationWorker:
         self._closing = True
         while self._waiting:
             self._finish(self._waiting.popleft(), error=_shutting_down())
-        if self.running is not None:
-            self.running.cancel.set()
+        for job in self.active:
+            job.cancel.set()
         self._wakeup.set()
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -245,14 +260,22 @@ class GenerationWorker:
             except asyncio.TimeoutError:
                 log.warning("the running generation did not stop within %.0f s; leaving it behind", timeout)
                 self._task.cancel()
+                for execution in list(self._executions):
+                    execution.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- submitting and cancelling --------------------------------------------------
 
     @property
+    def running(self) -> Job | None:
+        """The oldest running job (the one /status describes), if any."""
+        return self.active[0] if self.active else None
+
+    @property
     def busy(self) -> bool:
-        return self.running is not None or bool(self._waiting)
+        """Every slot is taken, or about to be by the jobs waiting."""
+        return len(self.active) + len(self._waiting) >= self.slots
 
     def check_can_generate_now(self) -> None:
         """Raise ``Busy`` unless a synchronous generation could start right away."""
@@ -315,37 +338,49 @@ class GenerationWorker:
     # -- what /status and Retry-After report --------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The spec's fields about the oldest running job; with replicas, every running job too."""
         job = self.running
         if job is None:
-            return {"generating": False, "prompt": None, "batch": 0, "current": 0,
+            body = {"generating": False, "prompt": None, "batch": 0, "current": 0,
                     "step": 0, "total_steps": 0, "queued": len(self._waiting)}
-        return {"generating": True, "prompt": job.request.prompt, "batch": job.request.batch,
-                "current": max(job.current, 1), "step": job.step, "total_steps": job.total_steps,
-                "queued": len(self._waiting)}
+        else:
+            body = {"generating": True, **_running(job), "queued": len(self._waiting)}
+        replicas = self.replicas()
+        if replicas is not None:
+            body["running"] = [_running(job) for job in self.active]
+            body["replicas"] = replicas
+        return body
+
+    def replicas(self) -> dict[str, Any] | None:
+        """Ready and total replicas of an engine that has them; None in process."""
+        counts = getattr(self.engine, "replica_counts", None)
+        return counts() if counts is not None else None
 
     def retry_after(self) -> int:
-        """Whole seconds until the worker is likely free: what 503s put in Retry-After."""
-        seconds = 0.0
-        if self.running is not None:
-            seconds += max(self.running.total_steps - self.running.step, 1) * self._seconds_per_step
+        """Whole seconds until a slot is likely free: what 503s put in Retry-After."""
+        seconds = sum(max(job.total_steps - job.step, 1) for job in self.active) * self._seconds_per_step
         seconds += sum(job.total_steps * self._seconds_per_step for job in self._waiting)
-        return max(1, min(3600, math.ceil(seconds)))
+        return max(1, min(3600, math.ceil(seconds / self.slots)))
 
     # -- the loop side of the worker ------------------------------------------------
 
     async def _run(self) -> None:
         while True:
-            while not self._waiting and not self._closing:
+            while (not self._waiting or len(self.active) >= self.slots) and not self._closing:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             if not self._waiting:
-                return  # closing, nothing left
+                if self._executions:  # closing: the running jobs end at their next step
+                    await asyncio.wait(set(self._executions))
+                return
             job = self._waiting.popleft()
             self._renumber()
-            await self._execute(job)
+            self.active.append(job)
+            execution = asyncio.create_task(self._execute(job), name=f"flux2-job-{job.id[:8]}")
+            self._executions.add(execution)
+            execution.add_done_callback(self._executions.discard)
 
     async def _execute(self, job: Job) -> None:
-        self.running = job
         job.state, job.position = RUNNING, None
         job.publish("started", {"state": RUNNING, "total_steps": job.total_steps, "batch": job.request.batch})
         loop = asyncio.get_running_loop()
@@ -392,7 +427,8 @@ class GenerationWorker:
                 self._seconds_per_step = elapsed / max(job.step, 1)
             self._finish(job, result=generation_body(saved, elapsed))
         finally:
-            self.running = None
+            self.active.remove(job)
+            self._wakeup.set()  # a slot is free
 
     def _finish(self, job: Job, *, result: dict[str, Any] | None = None,
                 error: Flux2Error | None = None) -> None:
