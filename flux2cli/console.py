@@ -7,6 +7,8 @@ functions: ``flux2 --help`` must not pay for rich.
 
 from __future__ import annotations
 
+import signal
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -88,6 +90,24 @@ def step_progress(label: str, total_steps: int, *, console: Console = stderr,
 
     with progress:
         yield on_step
+
+
+@contextmanager
+def ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
+    """While a generation runs, Ctrl-C (SIGINT) sets ``cancel`` instead of raising.
+
+    A KeyboardInterrupt can land anywhere, even in Thread.start() before the wait that
+    would catch it, and leave a worker running unasked; a handler that only sets the
+    Event has no such window. The engine stops at the end of the current step.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; the REPL's wait catches KeyboardInterrupt
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def thumbnail(console: Console, path) -> None:

@@ -73,13 +73,14 @@ class FakeEngine:
                 for seed in request.seeds]
 
 
-def run_app(lines, engine=None, s=None, tmp_path=Path("out")):
-    """Run the loop over piped lines; returns (exit code, stdout text, stderr text, session)."""
+def run_app(lines, engine=None, s=None, tmp_path=Path("out"), piped=False):
+    """Run the loop over piped lines; returns (exit code, stdout text, stderr text, session).
+    ``piped``: as `flux2 repl` runs a script from a pipe; else as in a terminal."""
     s = s or session(output_dir=tmp_path)
     out, err = io.StringIO(), io.StringIO()
     app = ReplApp(s, engine or FakeEngine(), tmp_path,
                   out=Console(file=out, width=300, highlight=False),
-                  err=Console(file=err, width=300, highlight=False))
+                  err=Console(file=err, width=300, highlight=False), piped=piped)
     code = app.run(StreamReader(io.StringIO("".join(f"{line}\n" for line in lines))))
     return code, out.getvalue(), err.getvalue(), s
 
@@ -339,6 +340,24 @@ def test_ctrl_c_during_a_generation_cancels_it_and_the_loop_goes_on(tmp_path):
     assert engine.cancelled_at == 2
     lines = out.splitlines()  # only `same` saved an image, after the cancel, with 3 steps
     assert len(lines) == 1 and engine.requests[1].steps == 3
+
+
+def test_a_script_gets_only_paths_on_stdout_and_fails_after_an_error(tmp_path):
+    script = [f"{PROMPT} /seed 3", "/show", "/help", "/steps 2", "reseed 4"]
+    code, out, err, _ = run_app(script, tmp_path=tmp_path, piped=True)
+    assert code == 0
+    assert out.splitlines() == [str(tmp_path / "img_3.png"), str(tmp_path / "img_4.png")]
+    assert "model      flux2-tiny" in err and "Commands:" in err and "now: 2 steps" in err
+    assert f"{tmp_path / 'img_3.png'}  seed 3  (encoding" in err
+    for bad in ("/bogus", "/steps 0", "reseed x"):  # each kind of error fails the script at its end
+        code, out, err, _ = run_app([bad, f"{PROMPT} /seed 3"], tmp_path=tmp_path, piped=True)
+        assert code == 1 and "error:" in err and out.splitlines() == [str(tmp_path / "img_3.png")]
+    code, *_ = run_app([PROMPT], FakeEngine(fail=GenerationError("the pipeline failed")), piped=True)
+    assert code == 1
+    code, *_ = run_app(["/bogus", "quit"], piped=True)
+    assert code == 1
+    code, *_ = run_app(["/bogus"])  # typed in a terminal, an error is just a line
+    assert code == 0
 
 
 def test_show_after_a_cancel_reports_the_last_image_really_made(tmp_path):

@@ -141,11 +141,14 @@ def test_piped_input_is_one_line_per_prompt(tmp_path):
     env = {**os.environ, "FLUX2_HOME": str(tmp_path / "home")}
     result = subprocess.run(
         [sys.executable, "-m", "flux2cli", "repl", "--model", "tiny", "--steps", "2", "-o", str(tmp_path)],
-        input=f"{FIRST}\n/bogus\nreseed 7\n/steps 0\n", capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()  # stdout carries the saved paths only
-    assert len(lines) == 2 and "seed 7" in lines[1]
-    assert all(Path(line.split("  ")[0]).is_file() for line in lines)
+        input=f"{FIRST}\n/bogus\n/show\nreseed 7\n/steps 0\n", capture_output=True, text=True, env=env,
+        timeout=300)
+    assert result.returncode == 1, result.stderr  # the script had errors: it ran to its end, then failed
+    paths = [Path(line) for line in result.stdout.splitlines()]  # stdout carries the saved paths only
+    assert len(paths) == 2 and all(path.is_file() and path.suffix == ".png" for path in paths)
+    assert read_sidecar(paths[1].with_suffix(".prompt"))["Seed"] == "7"
+    assert f"{paths[1]}  seed 7  (" in result.stderr  # seed and timings: on stderr
+    assert "model      flux2-tiny" in result.stderr  # /show's answer
     assert "error: unknown command /bogus" in result.stderr
     assert "error: steps must be between 1 and 50" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,6 +1,7 @@
 """`flux2 generate "prompt"`: one request, one engine call, files on disk."""
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -8,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from flux2cli.commands import options as opt
-from flux2cli.errors import InvalidRequest
+from flux2cli.errors import GenerationCancelled, InvalidRequest
 from flux2cli.pipeline.fields import FIELD
 
 
@@ -70,7 +71,7 @@ def generate(
 ) -> None:
     """Generate images from one prompt and save them as PNG + .prompt files."""
     # Imported here, not at the top: `flux2 --help` and the other commands start without them.
-    from flux2cli.console import format_timings, notice, previews_wanted, stderr, step_progress, thumbnail
+    from flux2cli.console import ctrl_c_sets, format_timings, notice, previews_wanted, stderr, step_progress, thumbnail
     from flux2cli.pipeline.images import load_mask_file, load_reference_file
     from flux2cli.pipeline.metadata import plan_replay, read_parameters
     from flux2cli.pipeline.modifiers import parse_modifiers
@@ -120,19 +121,34 @@ def generate(
                "--offload": offload != "auto", "--vae-tiling": vae_tiling != "auto", "--decoder": decoder != "full",
                "--lora": bool(loras) or lora_fuse or lora_partial}
     resident = _resident_server(spec, server, local, [flag for flag, given in loading.items() if given], notice)
-    if resident is not None:  # a resident model: no torch in this process, no loading
-        from flux2cli.client import delegate
+    # Ctrl-C ends the run as GenerationCancelled, at the step it reached: one line, exit 130.
+    reached = 0
 
-        with step_progress(f"{request.width}x{request.height}", request.steps) as on_step:
-            saved, elapsed = delegate.generate(resident, request, output_dir, on_step=on_step)
-    else:
-        engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder, compile=compile,
-                                 offload=offload, vae_tiling=vae_tiling, decoder=decoder)
-        opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
-        start = time.perf_counter()
-        with step_progress(f"{request.width}x{request.height}", request.steps, preview=preview) as on_step:
-            saved = engine.generate_and_save(request, output_dir, on_step=on_step)
-        elapsed = time.perf_counter() - start
+    def counted(on_step):
+        def step(event) -> None:
+            nonlocal reached
+            reached = event.step
+            on_step(event)
+        return step
+
+    try:
+        if resident is not None:  # a resident model: no torch in this process, no loading
+            from flux2cli.client import delegate
+
+            with step_progress(f"{request.width}x{request.height}", request.steps) as on_step:
+                saved, elapsed = delegate.generate(resident, request, output_dir, on_step=counted(on_step))
+        else:
+            engine = opt.load_engine(spec, local_encoder=local_encoder, remote_encoder=remote_encoder,
+                                     compile=compile, offload=offload, vae_tiling=vae_tiling, decoder=decoder)
+            opt.use_loras(engine, catalog, loras, fuse=lora_fuse, partial=lora_partial)
+            start = time.perf_counter()
+            cancel = threading.Event()  # the engine stops at the end of the step it is in
+            with step_progress(f"{request.width}x{request.height}", request.steps, preview=preview) as on_step, \
+                    ctrl_c_sets(cancel):
+                saved = engine.generate_and_save(request, output_dir, on_step=on_step, cancel=cancel)
+            elapsed = time.perf_counter() - start
+    except KeyboardInterrupt:  # while loading, or the delegate's wait (it cancelled the job on the server)
+        raise GenerationCancelled(reached, request.steps) from None
 
     if json_output:
         body = generation_body(saved, elapsed)

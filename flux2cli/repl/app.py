@@ -6,23 +6,24 @@ while a generation runs, our handler turns it into the engine's cancel Event, an
 engine stops at the end of the current step. At the prompt, prompt_toolkit reads Ctrl-C
 as a key and raises KeyboardInterrupt from ``prompt()``: the line is dropped.
 
-Results (saved paths) and the answers to /help and /show go to stdout; progress, notes
-and errors go to stderr, so `... | flux2 repl | ...` pipes only the paths.
+In a terminal, results (saved paths, with seed and timings) and the answers to /help and
+/show go to stdout; progress, notes and errors go to stderr. From a pipe (a script), stdout
+gets the saved paths alone, one a line, so `... | flux2 repl | xargs ...` reads nothing
+else; everything else goes to stderr, and an error anywhere in the script makes the exit
+status 1 once the script has run to its end.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.markup import escape
 
-from flux2cli.console import format_timings, previews_wanted, step_progress, thumbnail
+from flux2cli.console import ctrl_c_sets, format_timings, previews_wanted, step_progress, thumbnail
 from flux2cli.console import stderr as default_err
 from flux2cli.errors import Flux2Error, GenerationCancelled
 from flux2cli.pipeline.events import StepCallback
@@ -108,8 +109,11 @@ def open_history(err: Console = default_err) -> Any:
 
 class ReplApp:
     def __init__(self, session: ReplSession, engine: Any, output_dir: Path, *,
-                 out: Console | None = None, err: Console | None = None, preview: bool | None = None):
+                 out: Console | None = None, err: Console | None = None, preview: bool | None = None,
+                 piped: bool = False):
         self.session = session
+        self.piped = piped  # a script: stdout is for the saved paths only, an error fails the run
+        self.failed = False
         self.engine = engine
         self.output_dir = output_dir
         self.out = out or Console(highlight=False)
@@ -122,17 +126,21 @@ class ReplApp:
                        soft_wrap=True)
 
     def run(self, reader: LineReader) -> int:
-        """Read and act until quit or the end of input; the exit status is 0."""
+        """Read and act until quit or the end of input; the exit status: 1 for a script that
+        had an error, else 0."""
         while True:
             line = reader.read()
             if line is None:
-                return 0
+                return self._status()
             try:
                 if isinstance(self.execute(line), Quit):
-                    return 0
+                    return self._status()
             except KeyboardInterrupt:
                 # Ctrl-C outside a generation's wait (while printing, say): back to the prompt.
                 self.err.print("interrupted")
+
+    def _status(self) -> int:
+        return 1 if self.piped and self.failed else 0
 
     def execute(self, line: str) -> Action:
         """Handle one line; every failure becomes one printed line and the loop goes on."""
@@ -169,7 +177,7 @@ class ReplApp:
             finally:
                 done.set()
 
-        with self._progress(request) as on_step, _ctrl_c_sets(cancel):
+        with self._progress(request) as on_step, ctrl_c_sets(cancel):
             threading.Thread(target=work, args=(on_step,), name="flux2-generate", daemon=True).start()
             self._wait(done, cancel)
 
@@ -181,8 +189,12 @@ class ReplApp:
             raise error
         self.session.record(request, [saved.path for saved in outcome["saved"]])
         for saved in outcome["saved"]:
-            self.out.print(f"{saved.path}  seed {saved.seed}  ({format_timings(saved.timings)})",
-                           markup=False, soft_wrap=True)
+            result = f"{saved.path}  seed {saved.seed}  ({format_timings(saved.timings)})"
+            if self.piped:
+                self.out.print(str(saved.path), markup=False, soft_wrap=True)
+                self.err.print(result, style="dim", markup=False, soft_wrap=True)
+            else:
+                self.out.print(result, markup=False, soft_wrap=True)
         if self.preview and outcome["saved"]:
             thumbnail(self.err, outcome["saved"][0].path)
 
@@ -196,7 +208,7 @@ class ReplApp:
                         announced = True
                         self.err.print("cancelling at the end of this step…")
                 return
-            except KeyboardInterrupt:  # only where _ctrl_c_sets could not take SIGINT over
+            except KeyboardInterrupt:  # only where ctrl_c_sets could not take SIGINT over
                 cancel.set()
 
     def _progress(self, request: GenerationRequest):
@@ -208,35 +220,18 @@ class ReplApp:
     def _reply(self, reply: Reply) -> None:
         if reply.kind == "error":
             self._error(reply.text)
-        elif reply.kind == "note":
-            self.err.print(reply.text, style="dim", markup=False, soft_wrap=True)
+        elif reply.kind == "note" or self.piped:
+            self.err.print(reply.text, style="dim" if reply.kind == "note" else None, markup=False, soft_wrap=True)
         else:
             self.out.print(reply.text, markup=False, soft_wrap=True)
 
     def _error(self, message: str, error: BaseException | None = None) -> None:
+        self.failed = True
         if error is not None and debug_enabled():
             import traceback
 
             traceback.print_exception(error)
         self.err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
-
-
-@contextmanager
-def _ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
-    """While a generation runs, Ctrl-C (SIGINT) sets ``cancel`` instead of raising.
-
-    A KeyboardInterrupt can land anywhere, even in Thread.start() before the wait that
-    would catch it, and leave a worker running unasked; a handler that only sets the
-    Event has no such window. The engine stops at the end of the current step.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread; _wait catches KeyboardInterrupt
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def run_repl(session: ReplSession, engine: Any, output_dir: Path, *, stdin: TextIO | None = None,
@@ -245,8 +240,8 @@ def run_repl(session: ReplSession, engine: Any, output_dir: Path, *, stdin: Text
     stdin = stdin or sys.stdin
     if stdin is None:  # started with stdin closed: nothing to read
         return 0
-    app = ReplApp(session, engine, output_dir, preview=preview)
-    if not stdin.isatty():
+    app = ReplApp(session, engine, output_dir, preview=preview, piped=not stdin.isatty())
+    if app.piped:
         return app.run(StreamReader(stdin))
     reader = TerminalReader(session, open_history(app.err))
     app.banner()
