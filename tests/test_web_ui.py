@@ -441,3 +441,43 @@ def test_the_mask_paints_by_touch_on_a_phone(browser, server):
     _shot(page, "web-ui-mask-phone.png")
     assert not problems, problems
     page.context.close()
+
+
+# -- the gallery remembers; queue places; phones; exact seeds (issue 19) --------------------
+
+BIG_SEED = "338088639479980434"  # above 2**53: as a JavaScript number it would read ...400
+
+
+def _card_names(page) -> list[str]:
+    return page.eval_on_selector_all(".card", "cards => cards.map(card => card.dataset.filename)")
+
+
+def _pixels(server, name: str) -> bytes:
+    import io
+    import urllib.request
+
+    from PIL import Image
+
+    with urllib.request.urlopen(f"{server.url}/images/{name}") as response:
+        return Image.open(io.BytesIO(response.read())).convert("RGB").tobytes()
+
+
+def test_a_seed_above_2_53_is_shown_and_reused_exactly(browser, server):
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "2")
+    page.fill("#seed", BIG_SEED)
+    body = _posted_job(page, lambda: page.click("#generate"))
+    assert body["seed"] == int(BIG_SEED)  # a JSON integer, digit for digit, as the original UI sends
+    first = page.locator(".card").first
+    sync_api.expect(first.locator(".seed")).to_have_text(BIG_SEED, timeout=120_000)
+    page.fill("#seed", "")
+    first.locator(".seed").click()  # "use this seed"
+    assert page.input_value("#seed") == BIG_SEED
+    page.click("#generate")
+    sync_api.expect(page.locator(".card")).to_have_count(2, timeout=120_000)
+    again, before = _card_names(page)
+    sync_api.expect(page.locator(".card .seed").first).to_have_text(BIG_SEED)
+    assert again != before and _pixels(server, again) == _pixels(server, before)  # the same image
+    assert not problems, problems
+    page.context.close()

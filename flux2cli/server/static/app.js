@@ -48,9 +48,13 @@ async function apiExpect(path, options = {}, status = null) {
   return response;
 }
 
-// Seeds can exceed what a JavaScript number holds exactly: read them as strings.
+// Seeds can exceed what a JavaScript number holds exactly (2^53): every "seed" value is read
+// as the string of its digits. Strings are matched whole, so a prompt's text is never touched.
+const SEED_OR_STRING = /("(?:[^"\\]|\\.)*")(\s*:\s*)(\d+)|"(?:[^"\\]|\\.)*"/g;
+
 function parseJSON(text) {
-  return JSON.parse(text.replace(/"seed":\s*(\d+)/g, '"seed":"$1"'));
+  return JSON.parse(text.replace(SEED_OR_STRING, (match, key, colon, digits) =>
+    key === '"seed"' ? `${key}${colon}"${digits}"` : match));
 }
 
 async function errorMessage(response) {
