@@ -55,3 +55,17 @@ HOSTILE = {
     "text": b"hello, not an image",
     "empty": b"",
 }
+
+
+def saved_images(folder, count: int, prompt: str = "a saved circle", seed: int = 5) -> list[str]:
+    """``count`` 16x16 images saved as the engine saves them (our names, our metadata chunk),
+    without generating; returns their file names."""
+    from types import SimpleNamespace
+
+    from flux2cli.pipeline.output import save_images
+    from flux2cli.pipeline.request import GenerationRequest
+
+    request = GenerationRequest.create(prompt, model="tiny", steps=1, seed=seed)
+    results = [SimpleNamespace(image=Image.new("RGB", (16, 16), (9, 9, 9)), seed=seed + i,
+                               timings={"encoding": 0.0, "diffusion": 0.0}) for i in range(count)]
+    return [saved.filename for saved in save_images(results, request, output_dir=folder, model_name="flux2-tiny")]

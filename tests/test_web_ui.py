@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flux2cli.server.config import ServerConfig
-from images import png_bytes
+from images import png_bytes, saved_images
 from server_fixtures import TINY_PROMPT, LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -37,6 +37,14 @@ def browser():
         browser.close()
 
 
+@pytest.fixture
+def server(tiny_engine, tmp_path):
+    """A server of its own for each test: the page shows the output folder's images on open,
+    so every test starts from an empty gallery, as a first-time user does."""
+    with LiveServer(tiny_engine, ServerConfig(output_dir=tmp_path / "out")) as live:
+        yield live
+
+
 def _page(browser, server, **context_options):
     context = browser.new_context(**context_options)
     page = context.new_page()
@@ -45,6 +53,7 @@ def _page(browser, server, **context_options):
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
     page.goto(server.url + "/")
+    _history_loaded(page)
     # Record every progress text the page shows, to check the bar was fed by the job's events.
     page.evaluate("""() => {
         window.__progress = [];
@@ -52,6 +61,10 @@ def _page(browser, server, **context_options):
             .observe(document.getElementById('progress-text'), {childList: true, characterData: true, subtree: true});
     }""")
     return page, requests, problems
+
+
+def _history_loaded(page) -> None:
+    sync_api.expect(page.locator("#gallery")).not_to_have_attribute("aria-busy", "true")
 
 
 def _shot(page, name: str) -> None:
@@ -460,6 +473,55 @@ def _pixels(server, name: str) -> bytes:
 
     with urllib.request.urlopen(f"{server.url}/images/{name}") as response:
         return Image.open(io.BytesIO(response.read())).convert("RGB").tobytes()
+
+
+def test_a_reload_or_a_restart_keeps_the_gallery(browser, tiny_engine, tmp_path):
+    config = ServerConfig(output_dir=tmp_path / "out")
+    # The prompt holds what a careless seed reader would rewrite: text is never touched.
+    prompt = TINY_PROMPT + ' "seed": 12345678901234567890'
+    with LiveServer(tiny_engine, config) as earlier:  # an earlier run of the server
+        made = earlier.call("POST", "/generate", {"prompt": prompt, "steps": 2, "seed": int(BIG_SEED),
+                                                  "orientation": "square"})
+        assert made.status == 200, made.body
+        earlier_name = made.json()["images"][0]["filename"]
+    with LiveServer(tiny_engine, config) as live:
+        page, requests, problems = _page(browser, live, viewport={"width": 1280, "height": 820})
+        assert _card_names(page) == [earlier_name]
+        card = page.locator(".card").first
+        sync_api.expect(card.locator(".prompt")).to_have_text(prompt)
+        sync_api.expect(card.locator(".seed")).to_have_text(BIG_SEED)
+        sync_api.expect(card.locator(".size")).to_have_text("64 × 64")
+        assert page.locator("#empty").is_hidden()
+        page.fill("#prompt", TINY_PROMPT)
+        page.fill("#steps", "1")
+        page.click("#generate")
+        sync_api.expect(page.locator(".card")).to_have_count(2, timeout=120_000)
+        names = _card_names(page)
+        assert names[1] == earlier_name  # the new image first
+        page.reload()
+        _history_loaded(page)
+        assert _card_names(page) == names  # the same gallery, in the same order
+        page.locator(".card").nth(1).locator(".reuse").click()  # the earlier run's settings
+        assert page.input_value("#prompt") == prompt and page.input_value("#seed") == BIG_SEED
+        assert (page.input_value("#orientation"), page.input_value("#steps")) == ("square", "2")
+        assert not problems, problems
+        assert all(url.startswith((live.url, "blob:", "data:")) for url in requests), requests  # offline
+        _shot(page, "web-ui-history.png")
+        page.context.close()
+
+
+def test_older_images_come_a_page_at_a_time(browser, server):
+    made = saved_images(server.config.output_dir, 30)
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    assert _card_names(page) == sorted(made, reverse=True)[:24]
+    older = page.locator("#older")
+    sync_api.expect(older).to_be_visible()
+    older.click()
+    sync_api.expect(page.locator(".card")).to_have_count(30)
+    assert _card_names(page) == sorted(made, reverse=True)
+    sync_api.expect(older).to_be_hidden()
+    assert not problems, problems
+    page.context.close()
 
 
 def test_a_seed_above_2_53_is_shown_and_reused_exactly(browser, server):

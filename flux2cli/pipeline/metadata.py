@@ -39,13 +39,14 @@ def read_parameters(path: str | Path) -> ImageParameters:
     except Exception:
         raise InvalidRequest(f"{file.name} is not a readable PNG image") from None
     if "flux2" in text:
-        return _from_flux2(text["flux2"], file.name)
+        return parse_flux2(text["flux2"], file.name)
     if "parameters" in text:
         return parse_a1111(text["parameters"])
     raise InvalidRequest(f"{file.name} holds no generation parameters (no 'flux2' or 'parameters' text chunk)")
 
 
-def _from_flux2(raw: str, name: str) -> ImageParameters:
+def parse_flux2(raw: str, name: str) -> ImageParameters:
+    """Our own 'flux2' chunk (``name`` is the file's, for the message when it is damaged)."""
     try:
         data = json.loads(raw)
         prompt = data["prompt"]

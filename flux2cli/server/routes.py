@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import re
-import stat
 from pathlib import Path
 
 from aiohttp import web
 
+from flux2cli.server import history
 from flux2cli.server.json_body import read_json_object
 from flux2cli.server.loras import check_offered, list_loras, offered
 from flux2cli.server.openai_api import setup_openai_routes
 from flux2cli.server.openapi import openapi_document
 from flux2cli.server.payload import generation_request, wants_previews
 from flux2cli.server.responses import json_response
-from flux2cli.server.state import CONFIG, ENGINE, WORKER
+from flux2cli.server.state import ENGINE, WORKER
 from flux2cli.server.waiting import wait_for_job
 from flux2cli.server.worker import Job
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-IMAGE_NAME = re.compile(r"flux2_\d{8}_\d{6}_[0-9a-f]{8}\.png")
 SSE_KEEPALIVE_SECONDS = 15.0
 
 
@@ -32,7 +28,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/generate", generate, name="generate")
     app.router.add_get("/status", status, name="status")
     app.router.add_get("/model-info", model_info, name="model-info")
-    app.router.add_get("/images/{filename}", image, name="image")
+    app.router.add_get("/images/{filename}", history.image, name="image")
+    app.router.add_get("/history", history.history, name="history")
     app.router.add_post("/jobs", create_job, name="jobs")
     app.router.add_get("/jobs/{job_id}", get_job, name="job")
     app.router.add_delete("/jobs/{job_id}", delete_job, name="job-delete")
@@ -73,32 +70,6 @@ async def model_info(request: web.Request) -> web.Response:
     if replicas is not None:
         body = {**body, "replicas": replicas}
     return json_response(body)
-
-
-async def image(request: web.Request) -> web.Response:
-    """GET /images/{filename}: only PNGs this server wrote; every other name is the same 404."""
-    name = request.match_info["filename"]
-    worker = request.app[WORKER]
-    if not IMAGE_NAME.fullmatch(name) or name not in worker.written:
-        raise web.HTTPNotFound()
-    data = await asyncio.to_thread(_read_regular_file, Path(request.app[CONFIG].output_dir) / name)
-    if data is None:
-        raise web.HTTPNotFound()
-    return web.Response(body=data, content_type="image/png",
-                        headers={"Cache-Control": "private, max-age=86400, immutable",
-                                 "X-Content-Type-Options": "nosniff"})
-
-
-def _read_regular_file(path: Path) -> bytes | None:
-    """The file's bytes if it is a regular file (a symlink is refused by O_NOFOLLOW)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        return handle.read()
 
 
 # -- additions: the job queue ------------------------------------------------------

@@ -6,12 +6,16 @@ const $ = (id) => document.getElementById(id);
 const ACCEPTED_TYPES = ["image/png", "image/jpeg", "image/webp"];
 const MAX_UPLOAD_BYTES = 20 * 1024 * 1024;
 const KEY_STORAGE = "flux2-api-key";
+const HISTORY_PAGE = 24;
 
 const state = {
   apiKey: sessionStorage.getItem(KEY_STORAGE) || "",
   jobId: null,
   image: null, // data URL of the reference image
   imageSize: null, // [width, height] of the reference image, once it has loaded
+  shown: new Set(), // file names of the cards on the page
+  historyLoaded: false,
+  olderThan: null, // GET /history's `next`: the page after the cards shown
 };
 
 const SIDES = ["left", "top", "right", "bottom"];
@@ -262,14 +266,44 @@ function formatTimings(timings) {
 }
 
 async function showResults(result, request) {
-  const cards = [];
-  for (const image of result.images) {
-    const response = await apiExpect(`/images/${encodeURIComponent(image.filename)}`);
-    const blob = await response.blob();
-    cards.push(await makeCard(image, blob, request));
-  }
+  const cards = await Promise.all(result.images.map((image) => loadCard(image, request)));
+  const fresh = cards.filter((card) => !state.shown.has(card.dataset.filename));
+  for (const card of fresh) state.shown.add(card.dataset.filename);
   $("empty").hidden = true;
-  $("gallery").prepend(...cards);
+  $("gallery").prepend(...fresh);
+}
+
+async function loadCard(image, request) {
+  const response = await apiExpect(`/images/${encodeURIComponent(image.filename)}`);
+  return makeCard(image, await response.blob(), request);
+}
+
+// -- the gallery of earlier images: GET /history, newest first, a page at a time ---------
+
+async function loadHistory() {
+  const more = $("older");
+  more.disabled = true;
+  $("gallery").setAttribute("aria-busy", "true");
+  try {
+    const query = state.olderThan ? `&before=${encodeURIComponent(state.olderThan)}` : "";
+    const response = await apiExpect(`/history?limit=${HISTORY_PAGE}${query}`);
+    const page = parseJSON(await response.text());
+    const cards = await Promise.all(page.images.map((image) =>
+      loadCard(image, { prompt: image.prompt, settings: image.settings }).catch(() => null)));
+    const fresh = cards.filter((card) => card && !state.shown.has(card.dataset.filename));
+    for (const card of fresh) state.shown.add(card.dataset.filename);
+    $("gallery").append(...fresh);
+    if (state.shown.size) $("empty").hidden = true;
+    state.olderThan = page.next;
+    state.historyLoaded = true;
+  } catch (error) {
+    if (error instanceof UserError && state.historyLoaded) showError(error.message);
+    // On open, the model-info call has already said what is wrong (no key, no server).
+  } finally {
+    more.hidden = !state.olderThan;
+    more.disabled = false;
+    $("gallery").removeAttribute("aria-busy"); // busy while a page of the history loads (and on open)
+  }
 }
 
 function makeCard(image, blob, request) {
@@ -277,6 +311,7 @@ function makeCard(image, blob, request) {
   const url = URL.createObjectURL(blob);
   // importNode, not cloneNode: nodes of the inert template document would never load their image.
   const card = document.importNode($("card-template").content.firstElementChild, true);
+  card.dataset.filename = image.filename;
   const picture = card.querySelector(".image");
   card.querySelector(".prompt").textContent = prompt;
   picture.alt = prompt;
@@ -648,10 +683,13 @@ function start() {
     sessionStorage.setItem(KEY_STORAGE, state.apiKey);
     clearError();
     loadModelInfo();
+    if (!state.historyLoaded) loadHistory();
   });
   wireReference();
   wireMask();
+  $("older").addEventListener("click", loadHistory);
   loadModelInfo();
+  loadHistory();
   $("prompt").focus();
 }
 
