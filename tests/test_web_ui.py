@@ -14,7 +14,7 @@ import pytest
 
 from flux2cli.server.config import ServerConfig
 from images import png_bytes, saved_images
-from server_fixtures import TINY_PROMPT, LiveServer
+from server_fixtures import TINY_PROMPT, FakeEngine, LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -541,5 +541,66 @@ def test_a_seed_above_2_53_is_shown_and_reused_exactly(browser, server):
     again, before = _card_names(page)
     sync_api.expect(page.locator(".card .seed").first).to_have_text(BIG_SEED)
     assert again != before and _pixels(server, again) == _pixels(server, before)  # the same image
+    assert not problems, problems
+    page.context.close()
+
+
+def test_a_waiting_job_shows_its_place_in_line(browser, tmp_path):
+    engine = FakeEngine(hold=True)  # every generation waits after its first step until released
+    with LiveServer(engine, ServerConfig(output_dir=tmp_path / "out")) as live:
+        try:
+            running = live.call("POST", "/jobs", {"prompt": "first", "steps": 2}).json()
+            live.wait_until(lambda: live.worker.running is not None, what="the first job to run")
+            ahead = live.call("POST", "/jobs", {"prompt": "second", "steps": 2}).json()
+            assert ahead["position"] == 1
+            page, _, problems = _page(browser, live, viewport={"width": 1280, "height": 820})
+            page.fill("#prompt", TINY_PROMPT)
+            page.fill("#steps", "2")
+            page.click("#generate")
+            sync_api.expect(page.locator("#progress-text")).to_have_text("Waiting: 2nd in line")
+            assert live.call("DELETE", f"/jobs/{ahead['id']}").status == 200  # the one ahead leaves
+            sync_api.expect(page.locator("#progress-text")).to_have_text("Waiting: next in line")
+            engine.release.set()
+            sync_api.expect(page.locator(".card")).to_have_count(1, timeout=60_000)  # its own image
+            sync_api.expect(page.locator(".card .prompt")).to_have_text(TINY_PROMPT)
+            assert live.call("GET", f"/jobs/{running['id']}").json()["state"] == "done"
+            assert not problems, problems
+            page.context.close()
+        finally:
+            engine.release.set()
+
+
+def test_on_a_phone_the_new_image_is_scrolled_into_view(browser, server):
+    page, _, problems = _page(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
+                              has_touch=True, device_scale_factor=2)
+    # The gallery starts below the form, at the screen's foot: without the scroll the card would stay there.
+    assert page.evaluate("() => document.getElementById('gallery').getBoundingClientRect().top") > 844 / 2
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "1")
+    page.click("#generate")
+    sync_api.expect(page.locator(".card")).to_have_count(1, timeout=120_000)
+    page.wait_for_function("""() => {
+        const box = document.querySelector('.card').getBoundingClientRect();
+        return box.top >= -1 && box.top < window.innerHeight / 2;
+    }""", timeout=10_000)
+    assert not problems, problems
+    _shot(page, "web-ui-phone-result.png")
+    page.context.close()
+
+
+def test_use_these_settings_restores_the_batch(browser, server):
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    page.fill("#prompt", TINY_PROMPT)
+    page.fill("#steps", "1")
+    page.select_option("#batch", "3")
+    page.select_option("#orientation", "square")
+    page.click("#generate")
+    sync_api.expect(page.locator(".card")).to_have_count(3, timeout=120_000)
+    page.select_option("#batch", "1")
+    page.select_option("#orientation", "landscape")
+    page.fill("#steps", "")
+    page.locator(".card").nth(2).locator(".reuse").click()
+    sync_api.expect(page.locator("#batch")).to_have_value("3")
+    assert (page.input_value("#orientation"), page.input_value("#steps")) == ("square", "1")
     assert not problems, problems
     page.context.close()

@@ -180,7 +180,8 @@ function requestBody() {
     if (!/^\d+$/.test(seed)) throw new UserError("The seed must be a whole number (0 or more), or empty for a random one.");
     json = `${json.slice(0, -1)},"seed":${seed.replace(/^0+(?=\d)/, "")}}`; // digits verbatim, no rounding
   }
-  return { json, prompt, settings: { orientation: body.orientation, size: body.size, steps: body.steps } };
+  return { json, prompt, settings: { orientation: body.orientation, size: body.size, steps: body.steps,
+                                    batch: body.batch } };
 }
 
 async function generate(event) {
@@ -218,7 +219,7 @@ async function followJob(id, request) {
   const response = await apiExpect(`/jobs/${encodeURIComponent(id)}/events`);
   for await (const { event, data } of serverEvents(response)) {
     if (event === "queued") {
-      setProgress(data.position > 1 ? `Waiting: ${data.position - 1} job(s) ahead` : "Waiting for the worker…", null);
+      setProgress(data.position > 1 ? `Waiting: ${ordinal(data.position)} in line` : "Waiting: next in line", null);
     } else if (event === "started") {
       setProgress("Encoding the prompt…", null);
     } else if (event === "step") {
@@ -247,6 +248,13 @@ async function followJob(id, request) {
   throw new UserError(job.error || "The connection to the server was lost during the generation.");
 }
 
+// 2 -> "2nd", 11 -> "11th", 23 -> "23rd": a job's place in the queue (1 = next to run).
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" })[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
 async function cancelJob() {
   if (!state.jobId) return;
   $("cancel").disabled = true;
@@ -271,6 +279,11 @@ async function showResults(result, request) {
   for (const card of fresh) state.shown.add(card.dataset.filename);
   $("empty").hidden = true;
   $("gallery").prepend(...fresh);
+  // On a phone the gallery is below the form: bring the new image to the eye.
+  if (fresh.length && window.matchMedia("(max-width: 760px)").matches) {
+    const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    fresh[0].scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
+  }
 }
 
 async function loadCard(image, request) {
@@ -383,13 +396,19 @@ function selectIfOffered(id, value) {
   if (value && [...select.options].some((option) => option.value === value)) select.value = value;
 }
 
+// Every setting the form has a control for; the strength applies once a reference image is chosen.
 function useSettings(settings) {
   clearError();
   $("prompt").value = settings.prompt;
   selectIfOffered("orientation", settings.orientation);
   selectIfOffered("size", settings.size);
+  selectIfOffered("batch", String(settings.batch ?? 1));
   $("steps").value = settings.steps ?? "";
   $("seed").value = settings.seed ?? "";
+  if (typeof settings.strength === "number") {
+    $("strength").value = settings.strength;
+    $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  }
   $("prompt").focus();
 }
 
