@@ -282,8 +282,8 @@ class GenerationWorker:
         if self._closing:
             raise _shutting_down()
         if self.busy:
-            raise Busy("another generation is in progress; retry after the Retry-After seconds "
-                       "or queue it with POST /jobs")
+            what = "another generation is in progress" if self.slots == 1 else f"all {self.slots} replicas are busy"
+            raise Busy(f"{what}; retry after the Retry-After seconds or queue it with POST /jobs")
 
     def check_can_queue(self) -> None:
         """Raise ``Busy`` when the queue is full (or the server is shutting down)."""
@@ -439,7 +439,9 @@ class GenerationWorker:
         if error is None:
             job.state, job.result = DONE, result
             job.publish(DONE, {"state": DONE, "result": result})
-            log.info("job %s: %d image(s) in %.2f s", job.id[:8], len(result["images"]), result["generation_time"])
+            count = len(result["images"])
+            log.info("job %s: %d %s in %.2f s", job.id[:8], count, "image" if count == 1 else "images",
+                     result["generation_time"])
         else:
             job.state = CANCELLED if isinstance(error, GenerationCancelled) else ERROR
             job.error = error
