@@ -369,26 +369,42 @@ def test_unreachable_or_refusing_encoders_fall_back_to_local_with_one_line(si, e
         LoadOptions(remote_encoder="localhost:2223/predict").validate()
 
 
-def test_encoder_server_checks_its_input(encoder_server):
+def test_encoder_server_checks_its_input_with_the_main_servers_defaults(encoder_server):
     import urllib.error
     import urllib.request
 
-    def post(body, key="s3cret"):
-        request = urllib.request.Request(encoder_server.url(), data=body, method="POST",
-                                         headers={"Authorization": f"Bearer {key}"})
+    def call(path="/predict", body=None, key="s3cret", content_type="application/json", **headers):
+        headers = {"Authorization": f"Bearer {key}", **headers}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(encoder_server.url(path), data=body, headers=headers,
+                                         method="POST" if body is not None else "GET")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    assert post(b'{"prompt": "x"}', key="wrong")[0] == 401
-    status, body = post(b"not json")
+    for status, body in (call(body=b'{"prompt": "x"}', key="wrong"), call("/health", key="")):
+        assert status == 401 and json.loads(body)["success"] is False
+    status, body = call(body=b"not json")
     assert status == 400 and json.loads(body) == {"success": False, "error": 'send JSON: {"prompt": "..."}'}
-    assert post(json.dumps({"prompt": "x" * 5000}).encode())[0] == 400
-    assert post(json.dumps({"prompt": 3}).encode())[0] == 400
-    with urllib.request.urlopen(encoder_server.url("/health"), timeout=30) as response:
-        assert json.loads(response.read())["model"] == "FLUX.2-dev (full)"
+    assert call(body=b'{"prompt": "x"}', content_type=None)[0] == 415
+    assert call(body=json.dumps({"prompt": "x" * 5000}).encode())[0] == 400
+    assert call(body=json.dumps({"prompt": 3}).encode())[0] == 400
+    status, body = call(body=json.dumps({"prompt": "x" * 70_000}).encode())
+    assert status == 413 and "too large" in json.loads(body)["error"]
+    status, body = call("/health", Host="attacker.example")  # DNS rebinding: loopback names only
+    assert status == 403 and "localhost" in json.loads(body)["error"]
+    assert call(body=b'{"prompt": "x"}', Origin="https://attacker.example")[0] == 403
+    status, body = call("/health")
+    assert status == 200 and json.loads(body)["model"] == "FLUX.2-dev (full)"
+
+
+def test_a_bare_encoder_address_means_its_predict_route():
+    assert RemoteTextEncoder("http://gpu-box:2223", embed_dim=D).url == "http://gpu-box:2223/predict"
+    assert RemoteTextEncoder("http://gpu-box:2223/", embed_dim=D).url == "http://gpu-box:2223/predict"
+    assert RemoteTextEncoder("https://h.example/v2/encode", embed_dim=D).url == "https://h.example/v2/encode"
 
 
 def test_flux2_generate_gguf_path_with_the_self_hosted_encoder(si, dev_local, encoder_server, tmp_path, monkeypatch):

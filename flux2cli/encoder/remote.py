@@ -90,7 +90,8 @@ class RemoteTextEncoder:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise EncoderError(f"the remote encoder URL must be http(s)://host/...; got {url!r}")
-        self.url = url
+        # A bare address (as `flux2 serve --encoder-only` prints) means the protocol's route.
+        self.url = url.rstrip("/") + "/predict" if parsed.path in ("", "/") else url
         self.embed_dim = embed_dim
         self.dtype = dtype
         self.device = device

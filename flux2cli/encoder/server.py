@@ -5,22 +5,23 @@ bytes (one tensor, ``prompt_embeds``, shape ``(1, max_sequence_length, dim)``): 
 what ``RemoteTextEncoder`` (``--remote-encoder URL``) reads. One machine with the memory
 for the text encoder can so encode for others that load their pipelines without one.
 
-``GET /health`` says which model's encoder answers. With ``api_key`` set, ``/predict``
-needs ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (clients send
-``FLUX2_ENCODER_TOKEN``). Errors are ``{"success": false, "error": "..."}``.
+``GET /health`` says which model's encoder answers. The app sits behind the main server's
+middlewares and connection guard (``flux2 serve --encoder-only`` runs it with the same
+runner), so it has the same safe defaults: loopback Host checks, cross-site refusals, the
+API key (``Authorization: Bearer KEY`` or ``X-API-Key``; clients send
+``FLUX2_ENCODER_TOKEN``), a JSON content type, a body cap, and errors as
+``{"success": false, "error": "..."}``.
 
 ``make_encoder_app(engine)`` serves an engine's (cached) encoder; ``make_encoder_app(encoder,
-spec=spec)`` serves any ``TextEncoder``. Wiring it to ``flux2 serve --encoder-only`` is the
-serve command's business.
+spec=spec)`` serves any ``TextEncoder``, such as the one ``load_text_encoder`` loads alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from aiohttp import web
@@ -28,11 +29,16 @@ from aiohttp import web
 from flux2cli.encoder.cache import CachedEncoder, EmbeddingKey
 from flux2cli.errors import Flux2Error
 from flux2cli.pipeline.registry import ModelSpec
+from flux2cli.server.config import ServerConfig
+from flux2cli.server.connections import GUARD, ConnectionGuard, activity_middleware, connection_cap
+from flux2cli.server.logs import install_escaping
+from flux2cli.server.security import MIDDLEWARES, add_security_headers
+from flux2cli.server.state import CONFIG
 
 MAX_PROMPT_CHARS = 4000
 MAX_BODY_BYTES = 64 * 1024
 SAFETENSORS_TYPE = "application/octet-stream"
-log = logging.getLogger(__name__)
+log = logging.getLogger("flux2cli.server")
 
 
 @dataclass
@@ -40,7 +46,6 @@ class EncoderService:
     spec: ModelSpec
     encoder_name: str
     encode: Callable[[str], Any]  # prompt -> tensor (1, L, D)
-    api_key: str | None
     max_prompt_chars: int
     lock: asyncio.Lock | None = None
 
@@ -48,9 +53,13 @@ class EncoderService:
 SERVICE = web.AppKey("flux2_encoder_service", EncoderService)
 
 
-def make_encoder_app(source: Any, *, spec: ModelSpec | None = None, api_key: str | None = None,
-                     max_prompt_chars: int = MAX_PROMPT_CHARS) -> web.Application:
-    """An aiohttp app serving ``source``'s text encoder (an ``Engine`` or a ``TextEncoder``)."""
+def make_encoder_app(source: Any, *, spec: ModelSpec | None = None, config: ServerConfig | None = None,
+                     api_key: str | None = None, max_prompt_chars: int = MAX_PROMPT_CHARS) -> web.Application:
+    """An aiohttp app serving ``source``'s text encoder (an ``Engine`` or a ``TextEncoder``).
+
+    ``config`` gives the address, key and limits (its body cap is lowered to this
+    protocol's); ``api_key`` alone is a shorthand for a loopback config with that key.
+    """
     if hasattr(source, "embedding_key") and hasattr(source, "spec"):  # an Engine
         engine = source
         spec = engine.spec
@@ -71,9 +80,15 @@ def make_encoder_app(source: Any, *, spec: ModelSpec | None = None, api_key: str
 
     if encoder_name == "remote encoder":
         raise TypeError("this engine encodes remotely itself; serve a local encoder (--local-encoder)")
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[SERVICE] = EncoderService(spec, encoder_name, encode, api_key or None, max_prompt_chars)
+    config = config or ServerConfig(api_key=api_key or None)
+    config = replace(config, max_body_bytes=min(config.max_body_bytes, MAX_BODY_BYTES))
+    install_escaping()
+    app = web.Application(middlewares=(activity_middleware, *MIDDLEWARES), client_max_size=config.max_body_bytes)
+    app[CONFIG] = config
+    app[GUARD] = ConnectionGuard(connection_cap(config.max_connections))
+    app[SERVICE] = EncoderService(spec, encoder_name, encode, max_prompt_chars)
     app.cleanup_ctx.append(_lock_context)
+    app.on_response_prepare.append(add_security_headers)
     app.router.add_post("/predict", predict)
     app.router.add_get("/health", health)
     return app
@@ -86,16 +101,6 @@ async def _lock_context(app: web.Application):
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"success": False, "error": message}, status=status)
-
-
-def _authorized(request: web.Request, api_key: str | None) -> bool:
-    if api_key is None:
-        return True
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
-    # surrogateescape: aiohttp keeps undecodable header bytes as surrogates; they must
-    # compare unequal, not raise.
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), api_key.encode("utf-8"))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -111,12 +116,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def predict(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    if not _authorized(request, service.api_key):
-        return _error(401, "missing or wrong API key: send Authorization: Bearer KEY")
     try:
         body = await request.json(loads=json.loads)
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
     except (ValueError, UnicodeDecodeError):
         return _error(400, 'send JSON: {"prompt": "..."}')
     prompt = body.get("prompt") if isinstance(body, dict) else None
