@@ -36,6 +36,7 @@ from flux2cli.pipeline.memory import (
     install_auto_tiling,
     plan_offload,
 )
+from flux2cli.pipeline.library_imports import import_pipeline_class
 from flux2cli.pipeline.registry import DECODERS, SMALL_DECODER_REPO, ModelSpec
 from flux2cli.probe import pick_device
 
@@ -130,6 +131,7 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
 
     quiet_library_output()  # the first import of diffusers/transformers: after the hub, which fails faster
     quantized = _bnb_quantized_parts(folder, include_encoder=encoder is None)
+    import_pipeline_class(spec.pipeline_class, bitsandbytes=bool(quantized))  # first, before any diffusers model
     vae = _small_decoder_vae(spec, folder, dtype, options.hub_cache) if options.decoder == "small" else None
     pipe = _build_pipeline(spec, folder, dtype=dtype, device=device, gguf_path=gguf_path,
                            with_encoder=encoder is None, bnb_cpu=bool(quantized) and device == "cpu", vae=vae)
