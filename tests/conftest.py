@@ -51,3 +51,16 @@ def one_torch_thread():
 
     with standins.one_torch_thread():
         yield
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the session (starting one costs seconds), 2 CPUs as on CI;
+    Serve and Ray end with the session. Yields the address other processes join it at."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield context.address_info["gcs_address"]
+    serve.shutdown()
+    ray.shutdown()
