@@ -271,7 +271,7 @@ FIELD: dict[str, Field] = {field.name: field for field in (
           max_items=MAX_REFERENCE_IMAGES),
     Field("loras", "loras", "LoRAs to apply, by name (GET /loras lists them), each with a scale; "
           "negative scales are allowed.", minimum=-MAX_LORA_SCALE, maximum=MAX_LORA_SCALE, max_items=MAX_LORAS,
-          default_text="the server's --lora list, none unless given"),
+          default_text="the server's --lora list, none unless given; none on the OpenAI routes", openai="loras"),
     Field("negative_prompt", "text", "What to steer away from, for models that run classifier-free guidance "
           "(klein base); others refuse it.", applies=_runs_cfg, unused_text="runs no classifier-free guidance"),
     Field("cache", "choice", "Step caching: reuse transformer work between steps (taylorseer forecasts "

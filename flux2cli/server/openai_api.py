@@ -18,10 +18,12 @@ from typing import Any
 
 from aiohttp import web
 
+from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.registry import ModelSpec
 from flux2cli.server.openai_compat import OpenAIRequestError
 from flux2cli.server.edit_form import read_edit_form
 from flux2cli.server.json_body import read_json_object
+from flux2cli.server.loras import check_offered
 from flux2cli.server.openai_payload import ImagesCall, edit_call, generation_call, model_names
 from flux2cli.server.responses import json_response
 from flux2cli.server.state import CONFIG, ENGINE, WORKER
@@ -74,6 +76,10 @@ def _model_entry(app: web.Application) -> dict[str, Any]:
 
 
 async def _generate(request: web.Request, call: ImagesCall) -> web.Response:
+    try:
+        check_offered(call.request, request.app[ENGINE])
+    except InvalidRequest as error:
+        raise OpenAIRequestError(str(error), param="loras") from None
     job = request.app[WORKER].submit(call.request, exclusive=False)
     await wait_for_job(request, job)
     images = job.result["images"]

@@ -90,6 +90,8 @@ def edit_call(fields: dict[str, Any], references: list[ReferenceImage], spec: Mo
     """POST /v1/images/edits: "auto" keeps the first image's shape (the nearest orientation at 1 MP)."""
     _check_fields(fields, (*generation_fields(), "strength", "mask"))
     mask = fields.pop("mask", None)  # read_edit_form made it ours: white = regenerate
+    if isinstance(fields.get("loras"), str) and fields["loras"] != "":
+        fields["loras"] = _json_text(fields["loras"], "loras")
     # A form has no null: a field left empty means its default, and booleans come as text.
     fields = {name: {"false": False, "true": True}.get(value, value) if name == "stream" else value
               for name, value in fields.items() if value != ""}
@@ -118,6 +120,9 @@ def _images_call(body: dict[str, Any], spec: ModelSpec, references: tuple[Refere
     dimensions = {} if mask is not None and size in (None, "auto") else _dimensions(size, spec, auto_orientation)
     values = {field.name: body.get(field.openai) for field in FIELD.values()
               if field.openai and field.openai not in ("prompt", "size")}
+    # Clients made for OpenAI know nothing of LoRAs: they get the ones they name, never the
+    # server's --lora defaults unasked.
+    values["loras"] = [] if values.get("loras") is None else values["loras"]
     try:
         values["batch"] = FIELD["batch"].check(body.get("n"), spec, label="n")
         request = GenerationRequest.create(prompt, model=spec, **dimensions, **values, reference_images=references,
@@ -125,6 +130,17 @@ def _images_call(body: dict[str, Any], spec: ModelSpec, references: tuple[Refere
     except InvalidRequest as error:
         raise _with_param(error, size, spec) from None
     return ImagesCall(request, response_format, output_format, compression)
+
+
+def _json_text(text: str, name: str) -> Any:
+    """A form field that carries JSON (a form has no arrays of objects)."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise OpenAIRequestError(f'{name} must be JSON text such as [{{"name": "tiny-colours", "scale": 0.8}}] '
+                                 f"in a form (got {quote(text[:80])})", param=name) from None
 
 
 def _check_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:

@@ -319,13 +319,14 @@ _PATHS.update({
 })
 
 
-def _openai_requests(spec: ModelSpec) -> dict[str, Any]:
+def _openai_requests(spec: ModelSpec, loras: tuple[str, ...] | None) -> dict[str, Any]:
     """OpenAI's own fields, and ours under their OpenAI names (n = batch), from the declaration."""
     width, height = spec.dimensions("square", "1mp")
     size = {"type": "string", "pattern": size_pattern(spec), "default": "auto",
             "examples": ["auto", f"{width}x{height}", "x".join(map(str, spec.dimensions("landscape", "1mp")))],
             "description": "auto, or WIDTHxHEIGHT: multiples of 16 that fit within one of the model's 4mp sizes"}
-    ours = {field.openai: field.schema(spec) for field in FIELD.values() if field.openai and field.openai != "size"}
+    ours = {field.openai: field.schema(spec, loras) for field in FIELD.values()
+            if field.openai and field.openai != "size"}
     common = {**_OPENAI_OWN, "size": size, **ours}
     strength = common.pop("strength")
     # A JSON body may send null for "the default"; a form has no null, only fields left out.
@@ -348,6 +349,9 @@ def _openai_requests(spec: ModelSpec) -> dict[str, Any]:
                 "image[]": {"type": "array", "maxItems": MAX_REFERENCE_IMAGES,
                             "items": {"type": "string", "format": "binary"}},
                 "strength": {**_typed(strength), **_described(strength)},
+                "loras": {"type": "string", "contentMediaType": "application/json",
+                          "contentSchema": _typed(common["loras"]),
+                          "description": f"JSON text (a form has no arrays of objects). {common['loras']['description']}"},
                 "mask": {"type": "string", "format": "binary",
                          "description": "PNG with an alpha channel, OpenAI's convention: fully transparent "
                                         "pixels mark the area of the first image to edit; the rest comes back "
@@ -379,7 +383,7 @@ def openapi_document(spec: ModelSpec, loras: tuple[str, ...] | None = None) -> d
                                 "shape {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
         "paths": _PATHS,
         "components": {
-            "schemas": {"GenerateRequest": request_schema(spec, loras), **_SCHEMAS, **_openai_requests(spec)},
+            "schemas": {"GenerateRequest": request_schema(spec, loras), **_SCHEMAS, **_openai_requests(spec, loras)},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
