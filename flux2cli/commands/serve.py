@@ -32,6 +32,11 @@ def serve(
         "--cors-origin", metavar="ORIGIN", show_default=False,
         help="Let pages of this one origin (such as https://app.example.com) call the API from a browser; "
              "other origins stay refused. The API key is still needed.")] = None,
+    encoder_only: Annotated[bool, typer.Option(
+        "--encoder-only",
+        help="Serve only the model's text encoder (POST /predict, GET /health; port 2223 unless --port) for "
+             "--remote-encoder http://HOST:PORT on other machines; the transformer and VAE are not "
+             "loaded.")] = False,
     model: opt.ModelOpt = None,
     output_dir: opt.OutputDirOpt = None,
     full_model: opt.FullModelOpt = False,
@@ -75,6 +80,13 @@ def serve(
     from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, parse_origin
 
     spec = resolve_model(model, full_model=full_model, gguf=gguf, default=settings.default_model())
+    if encoder_only:
+        from flux2cli.commands.encoder_only import check_encoder_only, serve_encoder
+
+        check_encoder_only(remote_encoder=remote_encoder, lora=lora, cache=cache, decoder=decoder, compile=compile)
+        _log_to_stderr()
+        serve_encoder(spec, host=host, port=port, api_key=api_key, cors_origin=cors_origin, offload=offload)
+        return
     port = settings.resolve("port", port)
     config = ServerConfig(host=settings.resolve("host", host) or DEFAULT_HOST,
                           port=DEFAULT_PORT if port is None else port,

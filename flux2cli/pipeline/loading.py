@@ -76,7 +76,7 @@ class LoadOptions:
 
             parsed = urlparse(self.remote_encoder)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                raise InvalidRequest(f"--remote-encoder takes an http(s):// URL, e.g. http://host:2223/predict "
+                raise InvalidRequest(f"--remote-encoder takes an http(s):// URL, e.g. http://host:2223 "
                                      f"(got {self.remote_encoder!r})")
         check_choice("--offload", self.offload, OFFLOAD_MODES)
         check_choice("--vae-tiling", self.vae_tiling, TILING_MODES)
@@ -107,11 +107,8 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
         if options.notify is not None:
             options.notify(message)
 
-    import torch
-
     device = pick_device(options.device)
-    # fp32 on the CPU: bf16 matmuls there are slow and the tiny model is trained in fp32.
-    dtype = torch.bfloat16 if device != "cpu" and spec.quantization != "fp32" else torch.float32
+    dtype = _dtype(spec, device)
     plan_offload(options.offload, device, spec.memory_gb, quantization=spec.quantization)  # refuse bad choices now
 
     # The (gated) base repo first: a missing licence or token fails before a 20-60 GB GGUF download.
@@ -151,6 +148,36 @@ def load_model_parts(spec: ModelSpec, options: LoadOptions | None = None) -> Loa
     return LoadedModel(spec, pipe, device, encoder, offload, tiling, tuple(notices))
 
 
+def load_text_encoder(spec: ModelSpec, options: LoadOptions | None = None) -> Any:
+    """Only ``spec``'s text encoder and tokenizer, as a ``TextEncoder`` (``flux2 serve
+    --encoder-only``, the encoder of split serving): the transformer and the VAE are neither
+    downloaded nor loaded, so a machine needs room for the encoder alone."""
+    options = (options or LoadOptions()).validate()
+    device = pick_device(options.device)
+    dtype = _dtype(spec, device)
+    folder = _model_folder(spec, include_transformer=False, include_encoder=True, include_vae=False,
+                           hub_cache=options.hub_cache)
+    offload = plan_offload(options.offload, device, spec.encoder_memory_gb, quantization=spec.quantization)
+    quiet_library_output()
+    quantized = _bnb_quantized_parts(folder, include_encoder=True, include_transformer=False)
+    import_pipeline_class(spec.pipeline_class, bitsandbytes=bool(quantized))
+    pipe = _build_pipeline(spec, folder, dtype=dtype, device=device, gguf_path=None, with_encoder=True,
+                           with_generator=False, bnb_cpu=bool(quantized) and device == "cpu")
+    if quantized and device == "cpu":
+        _disable_bnb_cpu_fast_path_where_unsupported(pipe)
+    apply_offload(pipe, offload, device, quantized_parts=quantized)
+    from flux2cli.encoder.local import LocalTextEncoder
+
+    return LocalTextEncoder(pipe)
+
+
+def _dtype(spec: ModelSpec, device: str) -> Any:
+    import torch
+
+    # fp32 on the CPU: bf16 matmuls there are slow and the tiny model is trained in fp32.
+    return torch.bfloat16 if device != "cpu" and spec.quantization != "fp32" else torch.float32
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -171,14 +198,14 @@ def _gguf_file(spec: ModelSpec, hub_cache: Path | None) -> Path:
     return describe_gguf_file(path).path
 
 
-def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder: bool,
+def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder: bool, include_vae: bool = True,
                   hub_cache: Path | None = None) -> Path:
     """The diffusers folder: shipped with the package, or a hub snapshot of what this run needs."""
     if spec.local_dir is not None:
         if not (spec.local_dir / "model_index.json").is_file():
             raise ModelLoadError(f"the embedded model folder {spec.local_dir.name!r} is missing; reinstall flux2cli")
         return spec.local_dir
-    patterns = ["model_index.json", "scheduler/*", "vae/*", "transformer/config.json"]
+    patterns = ["model_index.json", "scheduler/*", "transformer/config.json"] + (["vae/*"] if include_vae else [])
     if include_transformer:
         patterns.append("transformer/*")
     if include_encoder:
@@ -192,7 +219,7 @@ def _model_folder(spec: ModelSpec, *, include_transformer: bool, include_encoder
                                         local_files_only=_hub_offline()))
     except Exception as error:
         raise ModelLoadError(hub_error_message(spec, error)) from error
-    needed = ["vae"] + (["transformer"] if include_transformer else []) + (
+    needed = (["vae"] if include_vae else []) + (["transformer"] if include_transformer else []) + (
         list(_ENCODER_PARTS) if include_encoder else [])
     missing = [part for part in needed if not (folder / part).is_dir() or not any((folder / part).iterdir())]
     if missing:  # an offline cache filled by an earlier run that needed less
@@ -234,11 +261,11 @@ def _transformer_config(folder: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{folder} has no readable transformer/config.json") from error
 
 
-def _bnb_quantized_parts(folder: Path, *, include_encoder: bool) -> tuple[str, ...]:
+def _bnb_quantized_parts(folder: Path, *, include_encoder: bool, include_transformer: bool = True) -> tuple[str, ...]:
     """Components saved with a bitsandbytes ``quantization_config``."""
     parts = []
-    for part in ("transformer", "text_encoder"):
-        if part == "text_encoder" and not include_encoder:
+    for part, included in (("transformer", include_transformer), ("text_encoder", include_encoder)):
+        if not included:
             continue
         try:
             config = json.loads((folder / part / "config.json").read_text())
@@ -254,7 +281,7 @@ def _bnb_quantized_parts(folder: Path, *, include_encoder: bool) -> tuple[str, .
 
 
 def _build_pipeline(spec: ModelSpec, folder: Path, *, dtype: Any, device: str, gguf_path: Path | None,
-                    with_encoder: bool, bnb_cpu: bool, vae: Any = None) -> Any:
+                    with_encoder: bool, bnb_cpu: bool, vae: Any = None, with_generator: bool = True) -> Any:
     import diffusers
 
     pipeline_cls = getattr(diffusers, spec.pipeline_class)
@@ -267,6 +294,8 @@ def _build_pipeline(spec: ModelSpec, folder: Path, *, dtype: Any, device: str, g
         kwargs["transformer"] = load_gguf_transformer(gguf_path, folder, dtype)
     if not with_encoder:
         kwargs.update(text_encoder=None, tokenizer=None)
+    if not with_generator:  # diffusers skips a component passed as None
+        kwargs.update(transformer=None, vae=None)
     plain_tokenizer = None
     if with_encoder and _needs_torchvision_free_tokenizer(folder):
         plain_tokenizer = _plain_tokenizer(spec, folder)

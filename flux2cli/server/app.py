@@ -129,15 +129,22 @@ def _quiet_resource_errors() -> Callable[[asyncio.AbstractEventLoop, dict], None
 def run_server(engine: GenerationEngine, config: ServerConfig,
                on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then stop accepting, cancel the running job, return."""
-    asyncio.run(_serve(engine, config, on_ready))
+    serve_app(lambda: init_app(engine, config), on_ready)
 
 
-async def _serve(engine: GenerationEngine, config: ServerConfig,
-                 on_ready: Callable[[str], None] | None) -> None:
+def serve_app(make_app: Callable[[], web.Application], on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve the app ``make_app`` builds (on the server's loop) at its ``CONFIG``'s address,
+    behind the connection guard, until SIGINT or SIGTERM."""
+    asyncio.run(_serve(make_app, on_ready))
+
+
+async def _serve(make_app: Callable[[], web.Application], on_ready: Callable[[str], None] | None) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_resource_errors())
     stop = asyncio.Event()
-    runner = make_runner(init_app(engine, config))
+    app = make_app()
+    config = app[CONFIG]
+    runner = make_runner(app)
     await runner.setup()
     signals = (signal.SIGINT, signal.SIGTERM)
     try:
@@ -150,7 +157,11 @@ async def _serve(engine: GenerationEngine, config: ServerConfig,
         if on_ready is not None:
             on_ready(url)
         await stop.wait()
-        log.info("stopping: no new requests; cancelling the running generation")
+        worker = app.get(WORKER)  # None: an app without generations (the encoder server)
+        running = len(worker.active) if worker is not None else 0
+        cancelling = {0: "", 1: "; cancelling the running generation"}.get(
+            running, f"; cancelling {running} running generations")
+        log.info("stopping: no new requests%s", cancelling)
     finally:
         for sig in signals:  # a second Ctrl-C during shutdown interrupts at once
             try:
