@@ -19,7 +19,7 @@ from typing import Any
 from flux2cli.errors import InvalidRequest
 
 LIBRARIES = ("flux2cli", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate",
-             "bitsandbytes", "gguf", "aiohttp", "prompt_toolkit", "typer")
+             "bitsandbytes", "gguf", "aiohttp", "prompt_toolkit", "typer", "ray")
 _GB = 1024**3
 
 

@@ -1,0 +1,75 @@
+"""`flux2 serve --replicas` refusals and `flux2 info`'s Ray line: no Ray instance needed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from serve_process import _flux2
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*_flux2(), *args], capture_output=True, text=True, timeout=timeout,
+                          env={"NO_COLOR": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+
+
+def test_info_shows_the_ray_version_without_importing_ray():
+    from importlib import metadata
+
+    pytest.importorskip("ray")
+    code = ("import sys, json, io, contextlib\n"
+            "from flux2cli.cli import main\n"
+            "sys.argv = ['flux2', 'info', '--json']\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    try:\n        main()\n    except SystemExit:\n        pass\n"
+            "print(json.dumps({'ray': json.loads(out.getvalue())['versions']['ray'], "
+            "'imported': 'ray' in sys.modules}))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"ray": metadata.version("ray"), "imported": False}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoder-replicas", "2"], "--encoder-replicas only go with --replicas N"),
+    (["--ray-address", "auto", "--cpus-per-replica", "2"], "--cpus-per-replica, --ray-address only go with"),
+    (["--replicas", "2", "--lora", "tiny-colours"], "--lora/--lora-dir cannot go with --replicas"),
+    (["--replicas", "2", "--remote-encoder", "http://127.0.0.1:1/predict"], "--remote-encoder cannot go with"),
+    (["--replicas", "0"], "0 is not in the range"),
+])
+def test_contradictory_scale_options_are_refused_in_one_line(args, message):
+    result = _run("serve", "--model", "tiny", "--port", "0", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_1():
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = _run("serve", "--model", "tiny", "--port", "0", "--replicas", "1", "--ray-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1] == (f"error: the Ray cluster at 127.0.0.1:{port} cannot be reached (Connection refused); "
+                         "is `ray start --head` running there?")
+    assert "Traceback" not in result.stderr
+
+
+def test_build_app_refuses_unknown_arguments():
+    pytest.importorskip("ray")
+    from flux2cli.errors import InvalidRequest
+    from flux2cli.scale import app, build_app
+
+    assert app is build_app
+    with pytest.raises(InvalidRequest, match="needs args.model"):
+        build_app({})
+    with pytest.raises(InvalidRequest, match="unknown options gpu"):
+        build_app({"model": "tiny", "options": {"gpu": 1}})
+    bound = build_app({"model": "tiny", "replicas": "3", "cpus_per_replica": "0.5"})  # serve run passes strings
+    assert bound._bound_deployment.num_replicas == 3
+    assert bound._bound_deployment.ray_actor_options["num_cpus"] == 0.5
