@@ -73,3 +73,16 @@ def test_build_app_refuses_unknown_arguments():
     bound = build_app({"model": "tiny", "replicas": "3", "cpus_per_replica": "0.5"})  # serve run passes strings
     assert bound._bound_deployment.num_replicas == 3
     assert bound._bound_deployment.ray_actor_options["num_cpus"] == 0.5
+
+
+@pytest.mark.parametrize("import_path", ["flux2cli.scale:app", "flux2cli.scale:build_app"])
+def test_serve_config_import_paths_build_the_application(import_path):
+    """What `serve run`/`serve deploy` do with a config's import_path and args (docs/scale-out.md)."""
+    pytest.importorskip("ray")
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.deployment import Application
+
+    built = call_user_app_builder_with_args_if_necessary(import_attr(import_path), {"model": "tiny", "replicas": 2})
+    assert isinstance(built, Application)
+    assert built._bound_deployment.name == "Generator" and built._bound_deployment.num_replicas == 2

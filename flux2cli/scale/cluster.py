@@ -79,9 +79,9 @@ class RayCluster:
         try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-            raise ScaleError(f"could not connect to {where}: {_first_line(error)}") from None
+        except Exception as error:  # noqa: BLE001 - ray.init raises bare Exceptions too (a node that timed out)
+            what = f"connect to the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
+            raise ScaleError(f"could not {what}: {_first_line(error)}") from None
         self._owns_connection = True
         self._started_ray = self.address is None
         return self
