@@ -79,9 +79,10 @@ class BenchReport:
     flops: Flops
     timing: Timing
     tflops: Tflops
-    # --cache MODE / --decoder small: the same work with and without, timed in this run (compare.py).
+    # --cache MODE / --decoder small / --lora-rank R: the same work with and without, timed in this run (compare.py).
     cache: dict[str, Any] | None = None
     decoder: dict[str, Any] | None = None
+    loras: dict[str, Any] | None = None  # --lora-rank R (lora.py)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,6 +13,7 @@ from typing import Any
 from flux2cli.bench import compare, timing, weights
 from flux2cli.bench.arch import PIXELS_PER_TOKEN, TEXT_TOKENS, Architecture, get_arch, image_tokens
 from flux2cli.bench.flops import transformer_flops
+from flux2cli.bench.lora import compare_loras
 from flux2cli.bench.memory import GB, DoesNotFit, estimate_memory
 from flux2cli.bench.report import BenchReport, Blocks, Flops, MemoryUse, Params, Tflops
 from flux2cli.bench.timing import Progress
@@ -26,6 +27,7 @@ QUANTS = ("none", "nf4", "gguf-q8")
 DEVICES = ("auto", "cpu", "cuda")  # no MPS: timing.py measures CUDA and the CPU only
 MAX_SIZE = 4096
 MAX_BATCH = 16
+MAX_LORA_RANK = 256  # far above shared FLUX.2 LoRAs (4 to 128)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class BenchOptions:
     seed: int = 0
     cache: str = "off"  # also time a denoising loop with this step cache against one without
     decoder: str = "full"  # small: also time the small decoder's decode against the full one
+    lora_rank: int | None = None  # also time steps with random LoRAs of this rank (bench/lora.py)
 
     def validate(self) -> Architecture:
         """Check every value before torch is imported; returns the architecture."""
@@ -65,6 +68,11 @@ class BenchOptions:
                                     ("--warmup", self.warmup, 0, 100)):
             if not lo <= value <= hi:
                 raise InvalidRequest(f"{name} must be between {lo} and {hi} (got {value})")
+        if self.lora_rank is not None:
+            if not 1 <= self.lora_rank <= MAX_LORA_RANK:
+                raise InvalidRequest(f"--lora-rank must be between 1 and {MAX_LORA_RANK} (got {self.lora_rank})")
+            if self.quant != "none" or self.compile:
+                raise InvalidRequest("--lora-rank times LoRAs on the plain transformer; drop --quant and --compile")
         if self.layers is not None and self.layers < 1:
             raise InvalidRequest(f"--layers must be at least 1 (got {self.layers})")
         if self.memory_gb is not None and not self.memory_gb > 0:
@@ -114,8 +122,9 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         hints = (["--quant gguf-q8"] if options.quant == "none" else []) \
             + (["--dtype bf16"] if dtype_name == "fp32" else []) \
             + ["a smaller --size" + (" or --batch" if options.batch > 1 else ""), "--layers N"]
-        raise DoesNotFit(f"{label} needs about {estimate.total / GB:.1f} GB (weights {estimate.weights / GB:.1f} GB) "
-                         f"but {free_source.format(f'{free / GB:.1f} GB')}; try {', '.join(hints)}")
+        need_text, free_text = _apart(estimate.total, free)
+        raise DoesNotFit(f"{label} needs about {need_text} GB (weights {estimate.weights / GB:.1f} GB) "
+                         f"but {free_source.format(f'{free_text} GB')}; try {', '.join(hints)}")
 
     described = describe_device(device)
     try:
@@ -136,11 +145,15 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         passes = timing.time_passes(transformer, vae, inputs, latents, steps=options.steps,
                                     warmup=options.warmup, device=device, say=say, compiling=options.compile)
         peak, peak_kind = timing.peak_memory(device)
-        cached = decoded = None
+        cached = decoded = loras = None
         if options.cache != "off":
             say(f"a {options.steps}-step loop without and with --cache {options.cache}")
             cached = asdict(compare.compare_cache(transformer, inputs, options.cache, options.steps, device))
             cached["speedup"] = round(cached["plain_s"] / cached["cached_s"], 3)
+        if options.lora_rank is not None:
+            say(f"steps with no LoRA, one, three stacked and one fused, of rank {options.lora_rank}")
+            loras = asdict(compare_loras(transformer, inputs, options.lora_rank, options.steps, device,
+                                         options.seed + 3))
         if options.decoder == "small":
             say("decoding with the small decoder")
             decoded = asdict(compare.compare_decoder(vae, arch.vae_config(), latents, device, dtype,
@@ -180,6 +193,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
                       measured_gemm=round(gemm, 3)),
         cache=cached,
         decoder=decoded,
+        loras=loras,
     )
 
 
@@ -205,6 +219,16 @@ def _check_quant(quant: str, device: str) -> None:
             import gguf  # noqa: F401
         except ImportError:
             raise InvalidRequest("--quant gguf-q8 needs the gguf package: pip install 'flux2cli[gguf]'") from None
+
+
+def _apart(need: float, free: float) -> tuple[str, str]:
+    """Two byte counts in GB with the decimals that tell them apart: never "needs 22.3 GB but
+    only 22.3 GB"."""
+    for digits in (1, 2, 3):
+        need_text, free_text = f"{need / GB:.{digits}f}", f"{free / GB:.{digits}f}"
+        if need_text != free_text:
+            break
+    return need_text, free_text
 
 
 def _free_memory(device: str, override_gb: float | None) -> tuple[float, str]:

@@ -36,6 +36,10 @@ def bench(
     decoder: Annotated[str, typer.Option(
         "--decoder", metavar="full|small",
         help="small: also decode with BFL's small decoder's shape; report the decode speed ratio.")] = "full",
+    lora_rank: Annotated[Optional[int], typer.Option(
+        "--lora-rank", metavar="R", show_default=False,
+        help="Also time steps with random LoRAs of rank R on every block linear: none, one, three stacked, "
+             "one fused, and a swap between two.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """Measure s/step, s/image, peak memory and TFLOP/s of a FLUX.2 architecture, or say it won't fit."""
@@ -44,7 +48,7 @@ def bench(
 
     options = BenchOptions(arch=arch, size=size, steps=steps, dtype=dtype, quant=quant, batch=batch,
                            compile=compile, layers=layers, warmup=warmup, vae=vae, device=device,
-                           memory_gb=memory, cache=cache, decoder=decoder)
+                           memory_gb=memory, cache=cache, decoder=decoder, lora_rank=lora_rank)
     options.validate()  # usage errors before the slow torch import
     with stderr.status("flux2 bench: importing torch…") as status:
         report = run_bench(options, progress=lambda message: status.update(f"flux2 bench: {message}…"))
@@ -94,6 +98,12 @@ def _comparisons(report: "BenchReport") -> list[str]:
         d = report.decoder
         lines.append(f"  --decoder small  decode {d['small_s']:.4f} s vs {d['full_s']:.4f} s: {d['speedup']:.2f}x "
                      f"(decoder {_count(d['small_params'])})")
+    if report.loras:
+        r = report.loras
+        lines.append(f"  --lora-rank {r['rank']}  s/step {r['base_s']:.4f} without; one LoRA "
+                     f"{r['one_s'] / r['base_s']:.2f}x, three stacked {r['three_s'] / r['base_s']:.2f}x, "
+                     f"one fused {r['fused_s'] / r['base_s']:.2f}x of it; swap {r['swap_s'] * 1000:.1f} ms "
+                     f"({r['modules']} layers, {_count(r['adapter_params'])} parameters per LoRA)")
     return lines
 
 
