@@ -604,3 +604,23 @@ def test_use_these_settings_restores_the_batch(browser, server):
     assert (page.input_value("#orientation"), page.input_value("#steps")) == ("square", "1")
     assert not problems, problems
     page.context.close()
+
+
+def test_prompt_alternatives_show_each_images_own_prompt(browser, server):
+    """One card per alternative, each with the prompt it was made from; reusing one keeps its
+    literal braces as text (escaped), so it makes that one image again."""
+    page, _, problems = _page(browser, server, viewport={"width": 1280, "height": 820})
+    page.fill("#prompt", r"a {red|blue} circle on a white background \{1\}")
+    page.fill("#steps", "1")
+    page.click("#generate")
+    sync_api.expect(page.locator(".card")).to_have_count(2, timeout=120_000)
+    prompts = page.locator(".card .prompt")
+    sync_api.expect(prompts).to_have_text(["a red circle on a white background {1}",  # in the answer's order
+                                           "a blue circle on a white background {1}"])
+    page.locator(".card").nth(1).locator(".reuse").click()
+    sync_api.expect(page.locator("#prompt")).to_have_value(r"a blue circle on a white background \{1\}")
+    page.click("#generate")
+    sync_api.expect(page.locator(".card")).to_have_count(3, timeout=120_000)
+    sync_api.expect(prompts.first).to_have_text("a blue circle on a white background {1}")
+    assert not problems, problems
+    page.context.close()

@@ -87,16 +87,22 @@ class Engine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> list[GeneratedImage]:
-        """Generate ``request.batch`` images in one pipeline call."""
+        """Generate ``request.batch`` images of each of the request's prompts (one, unless it has
+        alternatives), one pipeline call each; the images come in the order of ``request.seeds``."""
         if request.model != self.spec.name:
             raise GenerationError(f"this engine runs {self.spec.name}, not {request.model}")
         with self._lock:
+            images: list[GeneratedImage] = []
             try:
-                return self._generate(request, on_step, cancel)
+                for variant in request.variants():
+                    if cancel is not None and cancel.is_set():
+                        raise GenerationCancelled(0, variant.steps)
+                    images += self._generate(variant, on_step, cancel)
             except Flux2Error:
                 raise
             except Exception as error:
                 raise _generation_error(error) from error
+            return images
 
     def generate_and_save(
         self,

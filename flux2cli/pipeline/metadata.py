@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flux2cli.errors import InvalidRequest, UnknownModel
+from flux2cli.pipeline.alternatives import escape_alternatives
 from flux2cli.pipeline.fields import replayed
 from flux2cli.pipeline.registry import DEFAULT_MODEL, MODELS, ModelSpec, get_model, resolve_model
 
@@ -162,14 +163,15 @@ def plan_replay(stored: ImageParameters, given: dict[str, Any], *, prompt: str =
                        f"{str(mask.get('sha256'))[:12]}…); pass the mask file again with --mask")
     if strength is None and references:
         strength = stored_strength
-    return Replay(spec, prompt or stored.prompt, settings, strength, tuple(notices))
+    # The stored prompt is the one the model saw: braces in it are text, not alternatives.
+    return Replay(spec, prompt or escape_alternatives(stored.prompt), settings, strength, tuple(notices))
 
 
 def replay_command(params: ImageParameters) -> str:
     """An equivalent `flux2 generate` command line, to copy and edit."""
     import shlex
 
-    args = ["flux2", "generate", params.prompt]
+    args = ["flux2", "generate", escape_alternatives(params.prompt)]
     for key in ("model", *replayed()):
         value = params.settings.get(key)
         # strength needs the reference images again, and they are not stored

@@ -300,11 +300,14 @@ def remove_saved(saved: Iterable[SavedImage]) -> None:
 def save_images(results: Iterable[Generated], request: GenerationRequest, *, output_dir: Path,
                 model_name: str) -> list[SavedImage]:
     """Save a whole batch or nothing: when image k cannot be saved, images 1..k-1 are removed
-    again, so a failed request never leaves files that no answer named."""
+    again, so a failed request never leaves files that no answer named. The results come in
+    the order of ``request.seeds``: with prompt alternatives, each records its own prompt."""
     saved: list[SavedImage] = []
+    variants = request.variants()
     try:
-        for result in results:
-            saved.append(save_image(result.image, request, seed=result.seed, timings=result.timings,
+        for index, result in enumerate(results):
+            own = variants[index // request.batch] if request.alternatives else request
+            saved.append(save_image(result.image, own, seed=result.seed, timings=result.timings,
                                     output_dir=output_dir, model_name=model_name,
                                     evaluations=getattr(result, "evaluations", None)))
     except BaseException:

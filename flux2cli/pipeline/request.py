@@ -10,10 +10,11 @@ prompts on distilled models).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flux2cli.errors import InvalidRequest
+from flux2cli.pipeline.alternatives import expand_alternatives
 from flux2cli.pipeline.fields import DEFAULT_STRENGTH, FIELD, MAX_PROMPT_CHARS, MAX_SEED, RANDOM_SEEDS, replayed
 from flux2cli.pipeline.registry import DEFAULT_MODEL, ModelSpec, get_model
 
@@ -71,11 +72,31 @@ class GenerationRequest:
     mask: MaskImage | None = None  # on the first reference image, resized to it
     expand: tuple[int, int, int, int] | None = None  # outpainting: left, top, right, bottom (multiples of 16)
     notices: tuple[str, ...] = ()  # things the user should hear, e.g. an ignored setting
+    # The prompts that ``a {red|blue} circle`` stands for (alternatives.py), escapes resolved;
+    # empty when the prompt is used as written. ``prompt`` keeps the braces, so the request
+    # can be sent on (a resident server expands it the same way).
+    alternatives: tuple[str, ...] = ()
+    template: str | None = None  # on each of variants(): the prompt with its alternatives
+
+    @property
+    def image_count(self) -> int:
+        """Images the request makes: ``batch`` for each of its prompts."""
+        return self.batch * max(1, len(self.alternatives))
 
     @property
     def seeds(self) -> list[int]:
-        """Image i of a batch uses seed + i (wrapping below 2^63), so any image can be re-made alone."""
-        return [(self.seed + i) % MAX_SEED for i in range(self.batch)]
+        """Image i uses seed + i (wrapping below 2^63), so any image can be re-made alone; with
+        alternatives the images of prompt k come after the batches of the prompts before it."""
+        return [(self.seed + i) % MAX_SEED for i in range(self.image_count)]
+
+    def variants(self) -> list[GenerationRequest]:
+        """One request per prompt, each with its own seeds; what the engine runs and each image records."""
+        if not self.alternatives:
+            return [self]
+        raw = self.raw_input if self.raw_input is not None else self.prompt
+        return [replace(self, prompt=prompt, alternatives=(), template=self.prompt, raw_input=raw,
+                        seed=self.seeds[k * self.batch])
+                for k, prompt in enumerate(self.alternatives)]
 
     def to_metadata(self) -> dict[str, Any]:
         """JSON-ready description stored in each image; images are named, not embedded."""
@@ -89,6 +110,7 @@ class GenerationRequest:
             # The mask is named, not embedded: replay needs the file again.
             "mask": {"sha256": self.mask.sha256, "width": self.mask.size[0], "height": self.mask.size[1]}
             if self.mask is not None else None,
+            **({"template": self.template} if self.template is not None else {}),
         }
 
     @classmethod
@@ -119,6 +141,9 @@ class GenerationRequest:
         if checked["steps"] is None:
             checked["steps"] = spec.default_steps
         checked["batch"] = checked["batch"] or 1
+        alternatives = expand_alternatives(checked["prompt"], checked["batch"])
+        if alternatives is not None:  # each must be a prompt in its own right ("{|x}" has an empty one)
+            alternatives = tuple(_prompt(text) for text in alternatives)
         if checked["seed"] is None:
             checked["seed"] = secrets.randbelow(RANDOM_SEEDS)
 
@@ -149,7 +174,7 @@ class GenerationRequest:
         if references and checked["strength"] is None:
             checked["strength"] = DEFAULT_STRENGTH
         return cls(model=spec.name, reference_images=references, raw_input=raw_input, mask=mask,
-                   notices=tuple(notices), **checked)
+                   notices=tuple(notices), alternatives=alternatives or (), **checked)
 
 
 def _masked_edit(spec: ModelSpec, references: tuple[ReferenceImage, ...], mask: MaskImage | None,

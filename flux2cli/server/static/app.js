@@ -333,10 +333,18 @@ function makeCard(image, blob, request) {
   seed.textContent = image.seed;
   seed.addEventListener("click", () => { $("seed").value = image.seed; $("prompt").focus(); });
   card.querySelector(".reuse").addEventListener("click", async () => {
-    // What the image itself records wins: it holds the steps and size the server really used.
+    // What the image itself records wins: it holds the steps and size the server really used,
+    // and its own prompt, in which braces are text (escaped, or they would be alternatives again).
     const stored = await storedSettings(blob).catch(() => null);
+    if (stored && typeof stored.prompt === "string") stored.prompt = stored.prompt.replace(/[{}]/g, "\\$&");
     useSettings({ ...request.settings, prompt, seed: image.seed, ...(stored || {}) });
   });
+  // A prompt with alternatives ("a {red|blue} circle") made one image per prompt: show each its own.
+  storedSettings(blob).then((stored) => {
+    if (stored && typeof stored.prompt === "string") {
+      card.querySelector(".prompt").textContent = picture.alt = stored.prompt;
+    }
+  }).catch(() => {});
   card.querySelector(".timings").textContent = formatTimings(image.timings);
   const download = card.querySelector(".download");
   download.href = url;
