@@ -201,6 +201,16 @@ def test_flux2_serve_command_joins_the_cluster_and_leaves_it_running(server, ray
     assert server.call("POST", "/generate", {"prompt": TINY_PROMPT, "steps": 1}).status == 200
 
 
+def test_missing_resources_are_one_line_before_anything_is_deployed(cluster):
+    from flux2cli.scale.cluster import ScaleError
+
+    with pytest.raises(ScaleError, match=r"need 3 CPUs \(the cluster has 2\); lower --replicas"):
+        cluster.check_resources({"replicas": 3, "cpus_per_replica": 1})
+    with pytest.raises(ScaleError, match=r"need 3 GPUs \(the cluster has 0\)"):
+        cluster.check_resources({"replicas": 2, "cpus_per_replica": 0, "gpus_per_replica": 1})
+    cluster.check_resources(ARGS)
+
+
 # -- faults (last: they kill replicas) ------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ failure is a one-line ``ScaleError`` (exit status 1).
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from typing import Any
@@ -116,6 +117,8 @@ class RayCluster:
         serve.start(proxy_location="Disabled")  # the front door is flux2's own aiohttp server
         if _app_status(APP_NAME) is None:
             self.check_resources(args)
+            # serve.run() would wait for the replicas without a bound; _run (Serve's own, marked
+            # public) returns once the deployments exist, and _wait_ready bounds the rest.
             serve._run(build_app({**args, "model": spec.name}), _blocking=False, name=APP_NAME, route_prefix=None)
             self._deployed = True
         counts = self._wait_ready()
@@ -166,8 +169,12 @@ def _app_status(name: str) -> Any:
 
 
 def _deploy_message(status: Any) -> str:
+    """Serve's reason in one line: a replica's own flux2cli error when its constructor raised
+    one (Serve's message then ends in that traceback), else Serve's first line."""
     messages = [status.message] + [deployment.message for deployment in status.deployments.values()]
-    return _first_line(" ".join(message for message in messages if message)) or str(status.status)
+    text = "\n".join(message for message in messages if message)
+    ours = re.findall(r"^flux2cli\.errors\.\w+: (.+)$", text, flags=re.MULTILINE)
+    return ours[-1].strip() if ours else (_first_line(text) or str(status.status))
 
 
 def _first_line(error: Any) -> str:

@@ -45,21 +45,16 @@ def load_options(options: dict[str, Any], **extra: Any) -> Any:
     return LoadOptions(**options, **extra)
 
 
-@serve.deployment(name="TextEncoder", max_ongoing_requests=8, health_check_period_s=2)
+# A constructor that fails (weights missing, out of memory) fails the same way again: three
+# tries, then the deployment fails and `flux2 serve` says why, instead of Serve retrying on.
+@serve.deployment(name="TextEncoder", max_ongoing_requests=8, health_check_period_s=2, max_constructor_retry_count=3)
 class TextEncoderDeployment:
     """Prompt embeddings for one model (``model`` is a registry name)."""
 
     def __init__(self, model: str, options: dict[str, Any] | None = None):
         from flux2cli.encoder.cache import CachedEncoder
+        from flux2cli.pipeline.loading import load_text_encoder
         from flux2cli.pipeline.registry import get_model
-
-        try:  # TEMPORARY until the lead's load_text_encoder lands
-            from flux2cli.pipeline.loading import load_text_encoder
-        except ImportError:
-            from flux2cli.pipeline.engine import Engine
-
-            def load_text_encoder(spec, options):
-                return Engine.load(spec, options).encoder.encoder
 
         self._encoder = CachedEncoder(load_text_encoder(get_model(model), load_options(options or {})))
         self._lock = threading.Lock()  # one encode at a time: a text encoder is one model on one device
@@ -101,7 +96,7 @@ class DeploymentEncoder:
         return embeds.to(device=self.device, dtype=self.dtype)
 
 
-@serve.deployment(name="Generator", max_ongoing_requests=1, health_check_period_s=2)
+@serve.deployment(name="Generator", max_ongoing_requests=1, health_check_period_s=2, max_constructor_retry_count=3)
 class GeneratorDeployment:
     """Transformer + VAE of one model; text encoding through ``encoder`` (a deployment handle)."""
 
