@@ -1,6 +1,6 @@
 """Run every benchmark, print one table, write the numbers as JSON.
 
-    python -m benchmarks.run [--quick] [--only startup,engine,same,server,large,resident,previews] [--out PATH]
+    python -m benchmarks.run [--quick] [--only startup,engine,same,server,large,resident,previews,scale] [--out PATH]
 
 Results are ratios measured in one run on one machine; compare ratios, not seconds,
 between machines. Nothing here asserts a time: targets are reported, not enforced.
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, embedding_cache, engine_overhead, large_sizes, previews, resident, server, startup
+from benchmarks import common, embedding_cache, engine_overhead, large_sizes, previews, resident, scale, server, startup
 
 SUITES = {
     "startup": startup.run,
@@ -28,8 +28,9 @@ SUITES = {
     "large": large_sizes.run,
     "resident": resident.run,
     "previews": previews.run,
+    "scale": scale.run,
 }
-NEEDS_ENGINE = {"engine", "same", "server", "previews"}
+NEEDS_ENGINE = {"engine", "same", "server", "previews", "scale"}
 DEFAULT_OUT = common.ROOT / "benchmarks" / "results" / "latest.json"
 
 
