@@ -86,7 +86,11 @@ def step_progress(label: str, total_steps: int, *, console: Console = stderr,
             image = event.preview()
             if image is not None:
                 progress.drawing = half_blocks(image)
-        progress.update(task, completed=event.step)
+        if event.step >= event.total_steps:  # the VAE decodes and the files are written: seconds, not a hang
+            progress.update(task, completed=event.step, description=f"{escape(label)} decoding…")
+            progress.refresh()
+        else:
+            progress.update(task, completed=event.step)
 
     with progress:
         yield on_step
@@ -108,6 +112,36 @@ def ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def keys_unechoed(keyboard) -> Iterator[None]:
+    """While a generation runs, what is typed on ``keyboard`` (a terminal's stdin; None: no
+    terminal) is not echoed over the progress bar; it stays in the terminal's input and reaches
+    the next prompt. Ctrl-C still signals: only ECHO is turned off."""
+    try:
+        import termios
+
+        fd = keyboard.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, AttributeError, OSError, ValueError) + _termios_error():  # a pipe, a file, not POSIX
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
+def _termios_error() -> tuple[type[BaseException], ...]:
+    try:
+        import termios
+    except ImportError:
+        return ()
+    return (termios.error,)
 
 
 def thumbnail(console: Console, path) -> None:

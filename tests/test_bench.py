@@ -4,6 +4,7 @@ No timing assertions: timings depend on the machine; only their presence is chec
 """
 
 import json
+import re
 
 import pytest
 import torch
@@ -108,6 +109,26 @@ def test_refusal_happens_before_anything_is_allocated(monkeypatch):
     message = str(caught.value)
     assert "\n" not in message and "klein-9b at 1024px" in message and "--memory allows 8.0 GB" in message
     assert isinstance(caught.value, InvalidRequest)  # exit status 2 at the CLI boundary
+
+
+def test_a_refusal_by_a_hair_shows_the_decimals_that_differ(monkeypatch):
+    seen = {}
+
+    def spy(**kwargs):
+        seen["estimate"] = estimate_memory(**kwargs)
+        return seen["estimate"]
+
+    def just_short(device, override):  # less than needed, but the same to one decimal
+        need = seen["estimate"].total / 2**30
+        return (round(need, 1) - 0.05 + need) / 2 * 2**30, "only {} of RAM is available"
+
+    monkeypatch.setattr(runner, "estimate_memory", spy)
+    monkeypatch.setattr(runner, "_free_memory", just_short)
+    with pytest.raises(DoesNotFit) as caught:
+        runner.run_bench(runner.BenchOptions(arch="klein-9b", dtype="bf16", device="cpu"))
+    need, free = re.search(r"needs about ([\d.]+) GB .* but only ([\d.]+) GB of RAM", str(caught.value)).groups()
+    assert float(need) > float(free) and len(need.split(".")[1]) >= 2, caught.value
+    assert round(float(need), 1) == round(float(free), 1)  # one decimal would have shown the same figure
 
 
 @pytest.mark.parametrize("options,message", [

@@ -159,3 +159,16 @@ def test_cli_img2img_and_its_errors(tmp_path):
         result = run("generate", PROMPT, "--model", "tiny", *args, "--output-dir", str(tmp_path / "bad"))
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_pixel_limit_is_given_as_width_x_height():
+    from images import png_declaring
+
+    from flux2cli.pipeline.images import decode_image_bytes
+
+    with pytest.raises(InvalidRequest) as info:
+        decode_image_bytes(png_declaring(6000, 3000), "reference image")
+    assert str(info.value) == "reference image is 6000x3000; the limit is 16,515,072 pixels, as in 5376x3072"
+    with pytest.raises(InvalidRequest) as info:
+        check_pil_image(Image.new("L", (4200, 4200)), "input_image")
+    assert str(info.value).endswith("the limit is 16,515,072 pixels, as in 5376x3072")

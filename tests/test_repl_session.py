@@ -388,3 +388,15 @@ def test_guidance_sticks_on_a_model_that_takes_it_and_is_ignored_by_a_distilled_
     action = generate(tiny, "a cat")
     assert action.request.guidance is None and not action.notes  # no notice at every prompt
     assert "takes none" in tiny.handle("/show").text
+
+
+def test_the_bar_says_decoding_after_the_last_step():
+    from flux2cli.console import step_progress
+
+    out = io.StringIO()
+    with step_progress("80x48", 4, console=Console(file=out, force_terminal=True, width=100)) as on_step:
+        for step in (1, 2, 3):
+            on_step(StepEvent(step, 4, 1))
+        assert "decoding" not in out.getvalue()
+        on_step(StepEvent(4, 4, 1))
+        assert "80x48 decoding…" in out.getvalue()  # drawn at once, while the VAE decodes

@@ -202,3 +202,36 @@ def test_the_repl_draws_the_image_forming_and_a_thumbnail(tmp_path, no_color):
     assert during.count("▀") >= 32 * 2 and re.search(r"\x1b\[[0-9;]*38;2;\d+;\d+;\d+", during), during[-2000:]
     # after the path: a thumbnail of rows of 32 cells, then the prompt again (it answered /show)
     assert after.partition("flux2>")[0].count("▀") >= 32 * 4, after[:3000]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (CI installs it)")
+def test_keys_typed_during_a_generation_leave_the_bar_alone_and_decoding_is_shown(tmp_path):
+    """Everything written to the terminal is recorded (tmux pipe-pane): while the steps run,
+    typed keys are not echoed into the bar; after the last step the bar says "decoding…"."""
+    out_dir = tmp_path / "out"
+    env = {**os.environ, "FLUX2_HOME": str(tmp_path / "home"), "TERM": "xterm-256color", "FLUX2_PREVIEW": "0"}
+    command = (f"{shlex.quote(sys.executable)} -m flux2cli repl --model tiny --output-dir {shlex.quote(str(out_dir))}"
+               "; echo FLUX2_EXIT=$?")
+    tmux = Tmux(tmp_path / "tmux.sock", command, env)
+    stream = tmp_path / "stream.txt"
+    subprocess.run([*tmux.base, "pipe-pane", "-o", "-t", "repl", f"cat >> {shlex.quote(str(stream))}"], check=True)
+    try:
+        wait_until(lambda: "flux2>" in tmux.screen(), 180, "the prompt", tmux.screen)
+        tmux.type_line(f"{FIRST} /steps 16")
+        # the colour codes stand around "steps": the count alone
+        wait_until(lambda: re.search(r"\b[1-9]\d*/16\b", stream.read_text(errors="replace")), 120, "the bar",
+                   tmux.screen)
+        tmux.send("-l", "qzxq")  # typed while it runs
+        wait_until(lambda: RESULT_LINE.search(tmux.screen()), 240, "the saved path", tmux.screen)
+        wait_until(lambda: "qzxq" in tmux.screen().rpartition("flux2>")[2], 30, "the keys at the next prompt",
+                   tmux.screen)
+        tmux.send("C-u")
+        tmux.type_line("quit")
+        wait_until(lambda: "FLUX2_EXIT=0" in tmux.screen(), 60, "the exit", tmux.screen)
+    finally:
+        tmux.kill()
+    written = stream.read_text(errors="replace")
+    during = written.partition(".png  seed ")[0]
+    assert "decoding…" in during and "16/16" in during, during[-2000:]
+    assert "qzxq" not in during, during[-2000:]  # no echo over the bar

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,9 @@ def test_info_prints_the_stored_parameters(original):
                         ("batch", "2")]:
         assert any(line.split(None, 1) == [name, value] for line in lines), (name, lines)
     assert f"re-run:  flux2 generate --from-image {original}" in lines
+    timings = next(line for line in lines if line.split(None, 1)[0] == "timings")  # words, not JSON
+    assert re.fullmatch(r"\s+timings\s+encoding [\d.]+ s, diffusion [\d.]+ s, total [\d.]+ s", timings), timings
+    assert "{" not in result.stdout
     assert ("or edit: flux2 generate 'a yellow square on a black background' --model tiny --orientation portrait "
             "--size 2mp --steps 3 --seed 8 --batch 2") in lines
 

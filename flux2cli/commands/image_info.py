@@ -32,7 +32,18 @@ def show_image_parameters(path: Path, json_output: bool) -> None:
     rows += [(key.replace("_", " "), value) for key, value in report["extra"].items() if value not in (None, [], "")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+        text = _text(value, " s" if name == "timings" else "")
         typer.echo(f"  {name:<{width}}  {' '.join(text.split()) if name != 'prompt' else text}")
     typer.echo(f"re-run:  {report['replay']}")
     typer.echo(f"or edit: {report['command']}")
+
+
+def _text(value: Any, unit: str = "") -> str:
+    """A stored value as words: {"encoding": 1.07, ...} is "encoding 1.07 s, ...", not JSON."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key.replace('_', ' ')} {_text(item, unit)}" for key, item in value.items())
+    if isinstance(value, list):
+        return "; ".join(_text(item, unit) for item in value)
+    if isinstance(value, float) and unit:
+        return f"{value:.2f}{unit}"
+    return f"{value}{unit}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)

@@ -21,7 +21,9 @@ from flux2cli.errors import InvalidRequest
 from flux2cli.pipeline.request import MaskImage, ReferenceImage
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
-MAX_PIXELS = 5376 * 3072  # the spec's largest output (4mp landscape)
+MAX_SIZE = (5376, 3072)  # the spec's largest output (4mp landscape)
+MAX_PIXELS = MAX_SIZE[0] * MAX_SIZE[1]
+_PIXEL_LIMIT = f"{MAX_PIXELS:,} pixels, as in {MAX_SIZE[0]}x{MAX_SIZE[1]}"  # a count alone is hard to picture
 MIN_SIDE = 16
 MAX_ASPECT = 8  # FLUX.2's image processor refuses more extreme references
 MAX_BYTES = 32 * 2**20
@@ -43,14 +45,14 @@ def decode_image_bytes(data: bytes, label: str) -> Any:
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise InvalidRequest(f"{label} is {width}x{height} pixels; the limit is {MAX_PIXELS:,}")
+                raise InvalidRequest(f"{label} is {width}x{height}; the limit is {_PIXEL_LIMIT}")
             _check_shape(width, height, label)
             image.load()
             return normalise(image)
     except InvalidRequest:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidRequest(f"{label} has too many pixels; the limit is {MAX_PIXELS:,}") from None
+        raise InvalidRequest(f"{label} has too many pixels; the limit is {_PIXEL_LIMIT}") from None
     except Exception as error:  # unknown format, truncated data, text-chunk bombs, bad EXIF, ...
         raise InvalidRequest(f"{label} is not a PNG, JPEG or WebP image that can be read") from error
 
@@ -179,6 +181,6 @@ def check_pil_image(image: Any, label: str = "input_image") -> ReferenceImage:
         raise InvalidRequest(f"{label} must be a PIL image")
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise InvalidRequest(f"{label} is {width}x{height}; the limit is {MAX_PIXELS:,} pixels")
+        raise InvalidRequest(f"{label} is {width}x{height}; the limit is {_PIXEL_LIMIT}")
     _check_shape(width, height, label)
     return ReferenceImage("python", normalise(image.copy()))  # the caller's image stays as it was

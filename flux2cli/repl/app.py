@@ -23,7 +23,7 @@ from typing import Any, Protocol, TextIO
 from rich.console import Console
 from rich.markup import escape
 
-from flux2cli.console import ctrl_c_sets, format_timings, previews_wanted, step_progress, thumbnail
+from flux2cli.console import ctrl_c_sets, format_timings, keys_unechoed, previews_wanted, step_progress, thumbnail
 from flux2cli.console import stderr as default_err
 from flux2cli.errors import Flux2Error, GenerationCancelled
 from flux2cli.pipeline.events import StepCallback
@@ -113,6 +113,7 @@ class ReplApp:
                  piped: bool = False):
         self.session = session
         self.piped = piped  # a script: stdout is for the saved paths only, an error fails the run
+        self.keyboard = None if piped else sys.stdin  # its echo is off while a generation runs
         self.failed = False
         self.engine = engine
         self.output_dir = output_dir
@@ -177,7 +178,7 @@ class ReplApp:
             finally:
                 done.set()
 
-        with self._progress(request) as on_step, ctrl_c_sets(cancel):
+        with self._progress(request) as on_step, ctrl_c_sets(cancel), keys_unechoed(self.keyboard):
             threading.Thread(target=work, args=(on_step,), name="flux2-generate", daemon=True).start()
             self._wait(done, cancel)
 
