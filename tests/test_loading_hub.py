@@ -99,7 +99,8 @@ def test_nothing_cached_offline_names_the_repo_and_the_variable(monkeypatch, tmp
     with pytest.raises(ModelLoadError) as info:
         Engine.load("klein-9b", LoadOptions(hub_cache=tmp_path / "empty"))
     assert str(info.value) == ("black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and "
-                               "HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it")
+                               "HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it"
+                               " (or try things with --model tiny: embedded, it runs on a CPU)")
 
 
 def test_a_gguf_file_missing_from_the_cache_is_named(si, monkeypatch):
@@ -189,15 +190,19 @@ def _unreachable_error():
      "black-forest-labs/FLUX.2-klein-9B has no such revision on the Hugging Face hub"),
     (lambda: _hub_errors().LocalEntryNotFoundError("Cannot find the requested files in the disk cache"), True,
      "black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-     "unset HF_HUB_OFFLINE to download it"),
+     "unset HF_HUB_OFFLINE to download it"
+     " (or try things with --model tiny: embedded, it runs on a CPU)"),
     (lambda: _hub_errors().LocalEntryNotFoundError("Cannot find the requested files in the disk cache"), False,
      "black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and the hub cannot be reached; "
-     "check the network, or download it once while online"),
+     "check the network, or download it once while online"
+     " (or try things with --model tiny: embedded, it runs on a CPU)"),
     (lambda: _hub_errors().OfflineModeIsEnabled("offline"), True,
      "black-forest-labs/FLUX.2-klein-9B is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-     "unset HF_HUB_OFFLINE to download it"),
+     "unset HF_HUB_OFFLINE to download it"
+     " (or try things with --model tiny: embedded, it runs on a CPU)"),
     (_unreachable_error, False,
-     "the Hugging Face hub cannot be reached to download black-forest-labs/FLUX.2-klein-9B; check the network"),
+     "the Hugging Face hub cannot be reached to download black-forest-labs/FLUX.2-klein-9B; check the network"
+     " (or try things with --model tiny: embedded, it runs on a CPU)"),
 ])
 def test_hub_errors_are_told_apart_by_their_type(monkeypatch, make, offline, expected):
     import huggingface_hub
@@ -269,7 +274,8 @@ def test_flux2_generate_hub_failure_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: black-forest-labs/FLUX.2-klein-4B is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-        "is set; unset HF_HUB_OFFLINE to download it")
+        "is set; unset HF_HUB_OFFLINE to download it"
+        " (or try things with --model tiny: embedded, it runs on a CPU)")
     assert "Traceback" not in result.stderr and not list(tmp_path.glob("*.png"))
 
 

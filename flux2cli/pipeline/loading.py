@@ -467,6 +467,10 @@ def _hub_offline() -> bool:
 # --------------------------------------------------------------------------- errors
 
 
+# What works with no download and no GPU: said wherever a model cannot be fetched.
+_TRY_TINY = " (or try things with --model tiny: embedded, it runs on a CPU)"
+
+
 def hub_error_message(spec: ModelSpec | str, error: BaseException, *, filename: str | None = None,
                       size_gb: float | None = None) -> str:
     """One line naming the repo and the fix, for the usual hub failures (by huggingface_hub's types)."""
@@ -500,11 +504,11 @@ def hub_error_message(spec: ModelSpec | str, error: BaseException, *, filename: 
         what = f"{filename} from {repo}" if filename else repo
         if _hub_offline():
             return (f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                    "unset HF_HUB_OFFLINE to download it")
+                    f"unset HF_HUB_OFFLINE to download it{_TRY_TINY}")
         return (f"{what} is not in the local Hugging Face cache and the hub cannot be reached; "
-                "check the network, or download it once while online")
+                f"check the network, or download it once while online{_TRY_TINY}")
     if any(isinstance(cause, (ConnectionError, TimeoutError, socket.gaierror)) for cause in _causes(error)):
-        return f"the Hugging Face hub cannot be reached to download {repo}; check the network"
+        return f"the Hugging Face hub cannot be reached to download {repo}; check the network{_TRY_TINY}"
     if isinstance(error, ImportError) and "torchvision" in str(error).lower():
         return (f"the local text encoder of {repo} needs torchvision (its PixtralProcessor); "
                 "install the torchvision matching your torch, or use a remote encoder")
