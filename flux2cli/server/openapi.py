@@ -82,6 +82,9 @@ _SCHEMAS: dict[str, Any] = {
             "step": {"type": "integer", "description": "Addition: last finished step"},
             "total_steps": {"type": "integer", "description": "Addition"},
             "queued": {"type": "integer", "description": "Addition: jobs waiting"},
+            "running": {"type": "array", "items": _ref("Running"),
+                        "description": "Addition, with --replicas: every running generation, oldest first"},
+            "replicas": _ref("Replicas"),
         },
     },
     "Loras": {
@@ -99,7 +102,19 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["model", "encoder", "description"],
         "properties": {"model": {"type": "string"}, "encoder": {"type": "string"},
-                       "description": {"type": "string"}},
+                       "description": {"type": "string"}, "replicas": _ref("Replicas")},
+    },
+    "Running": {
+        "type": "object",
+        "properties": {"prompt": {"type": "string"},
+                       **{name: {"type": "integer"} for name in ("batch", "current", "step", "total_steps")}},
+    },
+    "Replicas": {
+        "type": "object", "required": ["ready", "total"],
+        "description": "Addition, with --replicas: generation replicas ready and asked for (and the encoder's)",
+        "properties": {"ready": {"type": "integer"}, "total": {"type": "integer"},
+                       "encoder": {"type": "object", "properties": {"ready": {"type": "integer"},
+                                                                   "total": {"type": "integer"}}}},
     },
     "Progress": {
         "type": "object",
