@@ -86,6 +86,13 @@ def _finish(server, *job_ids: str) -> list[dict]:
     return [list(server.events(job_id))[-1] for job_id in job_ids]
 
 
+def _ray_processes() -> set[str]:
+    """Pids of Serve's actor processes on this machine (replicas, the controller); their titles
+    change with the method they run, their pids do not."""
+    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in listing.splitlines() if "ray::Serve" in line}
+
+
 def _kill_replica(deployment: str) -> None:
     """Kill one replica's process of ``deployment`` (Serve restarts it)."""
     import ray
@@ -181,6 +188,8 @@ def test_flux2_serve_command_joins_the_cluster_and_leaves_it_running(server, ray
     on SIGTERM exits 0 leaving the cluster (and its application) as it found them."""
     from flux2cli.scale.cluster import _app_status
 
+    before = _ray_processes()
+    assert len(before) >= 4  # the controller, 2 generation replicas and the encoder replica
     process = ServeProcess(["--model", "tiny", "--replicas", "2", "--cpus-per-replica", "1", "--port", "0",
                             "--output-dir", str(tmp_path), "--ray-address", ray_session])
     try:
@@ -193,8 +202,8 @@ def test_flux2_serve_command_joins_the_cluster_and_leaves_it_running(server, ray
         process.proc.send_signal(signal.SIGTERM)
         assert process.proc.wait(60) == 0
         assert "stopped" in "".join(process.stderr)
-        children = subprocess.run(["pgrep", "-P", str(process.proc.pid)], capture_output=True, text=True).stdout
-        assert children == ""
+        # It deployed nothing, so it leaves no replica or worker process behind on the cluster.
+        _wait("the cluster's processes to be as before", lambda: _ray_processes() == before, timeout=30)
     finally:
         process.stop()
     assert _app_status("flux2").status == "RUNNING"
