@@ -86,3 +86,25 @@ def test_serve_config_import_paths_build_the_application(import_path):
     built = call_user_app_builder_with_args_if_necessary(import_attr(import_path), {"model": "tiny", "replicas": 2})
     assert isinstance(built, Application)
     assert built._bound_deployment.name == "Generator" and built._bound_deployment.num_replicas == 2
+
+
+def test_generate_counts_only_ready_replicas(tmp_path):
+    """The worker's slots without Ray: a fake engine with 2 slots of which 1 is ready (the other
+    restarting) answers 503 to /generate while its one ready replica is busy, 200 once both are."""
+    from flux2cli.server.config import ServerConfig
+    from server_fixtures import FakeEngine, LiveServer, assert_error
+
+    engine = FakeEngine(hold=True)
+    engine.slots = 2
+    ready = {"ready": 1, "total": 2, "encoder": {"ready": 1, "total": 1}}
+    engine.replica_counts = lambda: dict(ready)
+    with LiveServer(engine, ServerConfig(output_dir=tmp_path)) as live:
+        held = live.call("POST", "/jobs", {"prompt": "held", "steps": 3}).json()["id"]
+        live.wait_until(lambda: live.worker.running is not None and live.worker.running.step >= 1, what="a job to run")
+        assert "all 2 replicas are busy" in assert_error(live.call("POST", "/generate", {"prompt": "x", "steps": 1}), 503)
+        status = live.call("GET", "/status").json()
+        assert status["replicas"] == ready and [entry["prompt"] for entry in status["running"]] == ["held"]
+        ready["ready"] = 2
+        engine.release.set()
+        assert live.call("POST", "/generate", {"prompt": "x", "steps": 1}).status == 200
+        assert list(live.events(held))[-1]["event"] == "done"

@@ -274,8 +274,11 @@ class GenerationWorker:
 
     @property
     def busy(self) -> bool:
-        """Every slot is taken, or about to be by the jobs waiting."""
-        return len(self.active) + len(self._waiting) >= self.slots
+        """Every slot that can generate now is taken, or about to be by the jobs waiting (a
+        replica being restarted counts as no slot here; queued jobs may still wait for it)."""
+        replicas = self.replicas()
+        ready = self.slots if replicas is None else min(self.slots, replicas["ready"])
+        return len(self.active) + len(self._waiting) >= max(ready, 1)
 
     def check_can_generate_now(self) -> None:
         """Raise ``Busy`` unless a synchronous generation could start right away."""
