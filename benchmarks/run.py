@@ -1,6 +1,6 @@
 """Run every benchmark, print one table, write the numbers as JSON.
 
-    python -m benchmarks.run [--quick] [--only startup,engine,same,server,large,resident,previews,scale] [--out PATH]
+    python -m benchmarks.run [--quick] [--only startup,cold,engine,same,server,large,resident,previews,scale] [--out PATH]
 
 Results are ratios measured in one run on one machine; compare ratios, not seconds,
 between machines. Nothing here asserts a time: targets are reported, not enforced.
@@ -18,10 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, embedding_cache, engine_overhead, large_sizes, previews, resident, scale, server, startup
+from benchmarks import (cold_start, common, embedding_cache, engine_overhead, large_sizes, previews, resident, scale,
+                        server, startup)
 
 SUITES = {
     "startup": startup.run,
+    "cold": cold_start.run,
     "engine": engine_overhead.run,
     "same": embedding_cache.run,
     "server": server.run,
