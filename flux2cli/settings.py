@@ -17,6 +17,10 @@ from typing import Any, Callable
 from flux2cli.errors import ConfigError, UnknownModel
 
 DEFAULT_OUTPUT_DIR = "outputs"
+# `flux2 serve`'s address; here, not in server/config.py, so that `flux2 info` and the
+# resident-server client read them without importing aiohttp.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 2222
 CONFIG_NAME = "config.toml"
 
 
@@ -28,26 +32,32 @@ class Setting:
     kind: str = "text"  # text | path | port | flag
     in_file: bool = True  # FLUX2_HOME and FLUX2_CONFIG locate the file, so they cannot live in it
     secret: bool = False  # shown masked by `flux2 info`
+    default: str | None = None  # what applies when nobody sets it, as `flux2 info` shows it
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("model", "FLUX2_MODEL", "default model name (see `flux2 info`; default dev-bnb4)"),
-    Setting("output_dir", "FLUX2_OUTPUT_DIR", "folder for generated images (default ./outputs)", kind="path"),
+    Setting("model", "FLUX2_MODEL", "default model name (see `flux2 info`; default dev-bnb4)"),  # default: registry
+    Setting("output_dir", "FLUX2_OUTPUT_DIR", "folder for generated images (default ./outputs)", kind="path",
+            default=f"./{DEFAULT_OUTPUT_DIR}"),
     Setting("encoder_url", "FLUX2_ENCODER_URL",
-            "remote text encoder endpoint for FLUX.2 [dev] (default: the public one, if reachable)"),
+            "remote text encoder endpoint for FLUX.2 [dev] (default: the public one, if reachable)",
+            default="the public endpoint, if reachable ([dev] only)"),
     Setting("encoder_token", "FLUX2_ENCODER_TOKEN",
-            "bearer token sent to a non-Hugging Face encoder endpoint (its --api-key)", secret=True),
+            "bearer token sent to a non-Hugging Face encoder endpoint (its --api-key)", secret=True, default="none"),
     Setting("api_key", "FLUX2_API_KEY",
-            "API key `flux2 serve` requires (Authorization: Bearer KEY or X-API-Key: KEY)", secret=True),
-    Setting("host", "FLUX2_HOST", "address `flux2 serve` binds (default 127.0.0.1)"),
-    Setting("port", "FLUX2_PORT", "port `flux2 serve` listens on (default 2222; 0 picks a free one)", kind="port"),
+            "API key `flux2 serve` requires (Authorization: Bearer KEY or X-API-Key: KEY)", secret=True,
+            default="none (loopback only is safe)"),
+    Setting("host", "FLUX2_HOST", f"address `flux2 serve` binds (default {DEFAULT_HOST})", default=DEFAULT_HOST),
+    Setting("port", "FLUX2_PORT", f"port `flux2 serve` listens on (default {DEFAULT_PORT}; 0 picks a free one)",
+            kind="port", default=str(DEFAULT_PORT)),
     Setting("server", "FLUX2_SERVER", "a running `flux2 serve` that `flux2 generate` sends its requests to "
-            "(default: http://127.0.0.1:FLUX2_PORT when it runs the requested model; off: always in-process)"),
+            "(default: http://127.0.0.1:FLUX2_PORT when it runs the requested model; off: always in-process)",
+            default=f"http://{DEFAULT_HOST}:FLUX2_PORT, if it runs the model"),
     Setting("lora_dir", "FLUX2_LORA_DIR", "folder of LoRA .safetensors files, available by name "
-            "(--lora NAME, the server's loras field)", kind="path"),
-    Setting("debug", "FLUX2_DEBUG", "set to 1 to show tracebacks", kind="flag"),
+            "(--lora NAME, the server's loras field)", kind="path", default="none (shipped LoRAs only)"),
+    Setting("debug", "FLUX2_DEBUG", "set to 1 to show tracebacks", kind="flag", default="off"),
     Setting("preview", "FLUX2_PREVIEW", "set to 0 to draw no image previews in the terminal (default: drawn "
-            "on a colour terminal)", kind="flag"),
+            "on a colour terminal)", kind="flag", default="on a colour terminal"),
     Setting("home", "FLUX2_HOME", "folder for history and config.toml (default: the user data folder)",
             kind="path", in_file=False),
     Setting("config", "FLUX2_CONFIG", "the config file to read (default: config.toml in FLUX2_HOME, "
@@ -225,6 +235,10 @@ def describe() -> list[dict[str, Any]]:
             value, source = resolve_with_source(setting.key)
             if value is not None:
                 value = "***" if setting.secret else (str(value) if isinstance(value, Path) else value)
+            elif setting.key == "model":
+                value = default_model()
+            else:
+                value = setting.default
         rows.append({"env": setting.env, "key": setting.key if setting.in_file else None, "help": setting.help,
                      "value": value, "source": source})
     return rows

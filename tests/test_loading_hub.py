@@ -85,9 +85,9 @@ def test_info_reports_what_is_cached(si, monkeypatch):
               ("dev-bnb4", "dev", "dev-gguf-q8", "dev-gguf-q4", "dev-gguf-bf16", "klein-4b", "klein-9b", "tiny")}
     assert status == {"dev-bnb4": "yes", "dev": "yes", "dev-gguf-q8": "yes", "dev-gguf-q4": "yes",
                       "dev-gguf-bf16": "no", "klein-4b": "yes", "klein-9b": "no", "tiny": "yes"}
-    row = model_row(get_model("dev-bnb4"), {"memory_gb": 24.0})
-    assert row["cached"] and row["fits"] and row["encoder_memory_gb"] == 14.0 and row["download_gb"]
-    assert model_row(get_model("dev-gguf-q8"), {})["gguf"] == "city96/FLUX.2-dev-gguf/flux2-dev-Q8_0.gguf"
+    row = model_row(get_model("dev-bnb4"), {"type": "cuda", "memory_gb": 48.0}, 64 * 1024**3)
+    assert row["cached"] and row["fits"] == "yes" and row["encoder_memory_gb"] == 14.0 and row["download_gb"]
+    assert model_row(get_model("dev-gguf-q8"), {}, 0)["gguf"] == "city96/FLUX.2-dev-gguf/flux2-dev-Q8_0.gguf"
 
 
 # --------------------------------------------------------------------------- failures

@@ -25,8 +25,8 @@ from flux2cli.pipeline.events import StepCallback, StepEvent
 from flux2cli.pipeline.output import SavedImage, atomic_write, sidecar_text
 from flux2cli.pipeline.registry import ModelSpec
 from flux2cli.pipeline.request import GenerationRequest
+from flux2cli.settings import DEFAULT_HOST, DEFAULT_PORT
 
-DEFAULT_PORT = 2222  # `flux2 serve`'s
 PROBE_SECONDS = 1.0  # a loopback server answers /model-info in milliseconds
 NAMED_PROBE_SECONDS = 5.0  # a server the user named may be across a network
 READ_SECONDS = 120.0  # the event stream sends a keep-alive every 15 s; silence this long is a dead server
@@ -41,7 +41,7 @@ class Server:
 
 
 def default_url(port: int | None) -> str:
-    return f"http://127.0.0.1:{port or DEFAULT_PORT}"
+    return f"http://{DEFAULT_HOST}:{port or DEFAULT_PORT}"
 
 
 def choose(spec: ModelSpec, *, flag: str | None, setting: str | None, port: int | None, api_key: str | None,

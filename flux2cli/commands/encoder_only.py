@@ -35,7 +35,8 @@ def serve_encoder(spec: Any, *, host: str | None, port: int | None, api_key: str
     from flux2cli.encoder.server import make_encoder_app
     from flux2cli.pipeline.loading import load_text_encoder
     from flux2cli.server.app import check_can_listen, serve_app
-    from flux2cli.server.config import DEFAULT_HOST, ServerConfig, parse_origin
+    from flux2cli.server.config import ServerConfig, parse_origin
+    from flux2cli.settings import DEFAULT_HOST
 
     # FLUX2_PORT is the generating server's port: an encoder started beside it takes its own.
     config = ServerConfig(host=settings.resolve("host", host) or DEFAULT_HOST,

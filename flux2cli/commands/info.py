@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from flux2cli.probe import library_versions, probe_device
+from flux2cli.probe import available_ram, library_versions, probe_device
 from flux2cli.settings import ENV_VARS, config_path, default_model, hf_hub_cache
 from flux2cli.settings import describe as settings_report
 
@@ -49,9 +49,10 @@ def cache_status(spec: "ModelSpec") -> str:
     return "yes" if has_encoder else "no encoder"
 
 
-def model_row(spec: "ModelSpec", device: dict[str, Any]) -> dict[str, Any]:
+def model_row(spec: "ModelSpec", device: dict[str, Any], ram_bytes: float) -> dict[str, Any]:
+    from flux2cli.fits import fits
+
     status = cache_status(spec)
-    memory = device.get("memory_gb")
     return {
         "name": spec.name,
         "display_name": spec.display_name,
@@ -65,7 +66,7 @@ def model_row(spec: "ModelSpec", device: dict[str, Any]) -> dict[str, Any]:
         "memory_gb": spec.memory_gb,
         "encoder_memory_gb": spec.encoder_memory_gb,
         "download_gb": spec.download_gb,
-        "fits": None if memory is None else spec.memory_gb <= memory,
+        "fits": fits(spec, device, ram_bytes),  # yes | offload | no, on this machine
         "source": spec.repo or "embedded",
         "gguf": None if spec.gguf is None else f"{spec.gguf.repo}/{spec.gguf.filename}",
     }
@@ -97,7 +98,8 @@ def info(
         "versions": library_versions(),
         "device": device,
         "default_model": default_model(),
-        "models": [model_row(spec, device) for spec in MODELS],
+        "ram_free_gb": round(available_ram() / 1024**3, 1),
+        "models": [model_row(spec, device, available_ram()) for spec in MODELS],
         "environment": ENV_VARS,
         "config_file": {"path": str(config_path()), "exists": config_path().is_file()},
         "settings": settings_report(),
@@ -133,16 +135,18 @@ def _print_report(report: dict[str, Any]) -> None:
     # compact cells, no borders: the table fits an 80-column terminal without cutting a name
     table = Table(title=f"Models (default: {report['default_model']})", box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    for column in ("name", "quant", "steps", "licence", "gated", "cached", "GB", "+enc GB", "dl GB"):
+    for column in ("name", "quant", "steps", "licence", "gated", "cached", "GB +enc", "dl GB", "fits"):
         table.add_column(column, no_wrap=True)
     for row in report["models"]:
-        fits = "" if row["fits"] is None else (" ✓" if row["fits"] else " ✗")
-        encoder = f"+{row['encoder_memory_gb']:g}" if row["encoder_memory_gb"] else "—"
+        encoder = f" +{row['encoder_memory_gb']:g}" if row["encoder_memory_gb"] else ""
         download = "—" if row["download_gb"] is None else f"~{row['download_gb']:g}"
         table.add_row(row["name"], row["quantization"], str(row["default_steps"]), _short_license(row["license"]),
-                      "yes" if row["gated"] else "no", row["cache_status"], f"~{row['memory_gb']:g}{fits}",
-                      encoder, download)
+                      "yes" if row["gated"] else "no", row["cache_status"], f"~{row['memory_gb']:g}{encoder}",
+                      download, row["fits"])
     console.print(table)
+    if not any(row["fits"] == "yes" for row in report["models"] if row["name"] != "tiny"):
+        console.print(f"fits: this {device['type']}, {report['ram_free_gb']:g} GB of RAM free; "
+                      "--model tiny runs anywhere")
     config = report["config_file"]
     console.print(f"Config file: {escape(config['path'])} ({'found' if config['exists'] else 'none; it is optional'})")
     settings = Table(title="Settings (flag > environment > config file > default)")

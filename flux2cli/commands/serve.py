@@ -77,7 +77,8 @@ def serve(
     from flux2cli.pipeline.registry import resolve_model
     from flux2cli.server.app import check_can_listen, run_server
     from flux2cli.pipeline.output import prepare_output_dir
-    from flux2cli.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, parse_origin
+    from flux2cli.server.config import ServerConfig, parse_origin
+    from flux2cli.settings import DEFAULT_HOST, DEFAULT_PORT
 
     spec = resolve_model(model, full_model=full_model, gguf=gguf, default=settings.default_model())
     if encoder_only:

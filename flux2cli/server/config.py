@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flux2cli.errors import InvalidRequest
+from flux2cli.settings import DEFAULT_HOST, DEFAULT_PORT
 from flux2cli.server.worker import DEFAULT_PREVIEW_EVERY, DEFAULT_QUEUE_SIZE, DEFAULT_REFERENCE_PIXEL_BUDGET
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 2222
 # Enough for a 4 MP (2048x2048) RGBA PNG stored uncompressed, in base64, plus the JSON around it.
 # The JSON routes keep the same cap as the upload route: their images travel as base64, a
 # third larger than the same file in a multipart upload, so a tighter JSON cap would refuse
