@@ -46,7 +46,7 @@ def test_served_embeddings_give_the_local_encoders_pixels_and_the_server_keeps_i
 
 
 @pytest.mark.parametrize("extra", [["--lora", "tiny-colours"], ["--remote-encoder", "http://127.0.0.1:9"],
-                                   ["--cache", "taylorseer"], ["--compile"]])
+                                   ["--cache", "taylorseer"], ["--compile"], ["--replicas", "2"]])
 def test_options_that_only_generation_uses_are_refused_in_one_line(extra):
     result = run("serve", "--encoder-only", "--model", "tiny", "--port", "0", *extra)
     assert result.returncode == 2

@@ -15,12 +15,13 @@ DEFAULT_ENCODER_PORT = 2223  # next to the main server's 2222, so both run on on
 
 
 def check_encoder_only(*, remote_encoder: str | None, lora: Any, cache: str | None, decoder: str,
-                       compile: bool) -> None:
+                       compile: bool, replicas: int | None) -> None:
     """Options that only a generating server uses are refused, not silently dropped."""
     from flux2cli.errors import InvalidRequest
 
     unused = [name for name, given in (("--remote-encoder", remote_encoder), ("--lora", lora), ("--cache", cache),
-                                       ("--decoder small", decoder != "full"), ("--compile", compile)) if given]
+                                       ("--decoder small", decoder != "full"), ("--compile", compile),
+                                       ("--replicas", replicas is not None)) if given]
     if unused:
         raise InvalidRequest(f"--encoder-only serves this machine's text encoder and generates nothing; "
                              f"drop {', '.join(unused)}")

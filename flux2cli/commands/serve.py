@@ -84,7 +84,8 @@ def serve(
     if encoder_only:
         from flux2cli.commands.encoder_only import check_encoder_only, serve_encoder
 
-        check_encoder_only(remote_encoder=remote_encoder, lora=lora, cache=cache, decoder=decoder, compile=compile)
+        check_encoder_only(remote_encoder=remote_encoder, lora=lora, cache=cache, decoder=decoder, compile=compile,
+                           replicas=replicas)
         _log_to_stderr()
         serve_encoder(spec, host=host, port=port, api_key=api_key, cors_origin=cors_origin, offload=offload)
         return
