@@ -99,6 +99,16 @@ def test_the_server_expands_and_counts_the_batch_limit(server):
     assert refused.status == 400 and "6 images at batch 3" in refused.json()["error"]
 
 
+def test_job_progress_counts_every_image_of_the_expansion(server):
+    reply = server.call("POST", "/jobs", {"prompt": TEMPLATE, "steps": 2, "seed": 90, "batch": 2})
+    assert reply.status == 202, reply.body
+    events = list(server.events(reply.json()["id"]))
+    steps = [event["data"] for event in events if event["event"] == "step"]
+    assert {step["batch"] for step in steps} == {4}  # 2 prompts x batch 2: "image 3 of 4", not "of 2"
+    # One pipeline pass per prompt, its batch at once: images 1-2, then 3-4.
+    assert [step["current"] for step in steps] == [1, 1, 3, 3]
+
+
 @pytest.mark.slow
 def test_the_cli_makes_one_image_per_alternative(tmp_path):
     run = subprocess.run([sys.executable, "-m", "flux2cli", "generate", TEMPLATE + r" \{no group\}", "--model",

@@ -87,7 +87,7 @@ def _shutting_down() -> Busy:
 
 def _running(job: Job) -> dict[str, Any]:
     """/status's fields about one running job."""
-    return {"prompt": job.request.prompt, "batch": job.request.batch, "current": max(job.current, 1),
+    return {"prompt": job.request.prompt, "batch": job.request.image_count, "current": max(job.current, 1),
             "step": job.step, "total_steps": job.total_steps}
 
 
@@ -153,7 +153,7 @@ class Job:
 
     def progress(self) -> dict[str, int]:
         return {"step": self.step, "total_steps": self.total_steps,
-                "current": self.current, "batch": self.request.batch}
+                "current": self.current, "batch": self.request.image_count}
 
     def on_step(self, event: StepEvent) -> None:
         """A step finished in the worker thread (called on the loop thread)."""
@@ -164,7 +164,7 @@ class Job:
             self._images_done += self._pass_batch
         self._pass_batch = event.batch
         self.step, self.total_steps = event.step, event.total_steps
-        self.current = min(self.request.batch, self._images_done + 1)
+        self.current = min(self.request.image_count, self._images_done + 1)
         self.publish("step", self.progress())
 
     def on_preview(self, step: int, total_steps: int, image: str) -> None:
@@ -385,7 +385,7 @@ class GenerationWorker:
 
     async def _execute(self, job: Job) -> None:
         job.state, job.position = RUNNING, None
-        job.publish("started", {"state": RUNNING, "total_steps": job.total_steps, "batch": job.request.batch})
+        job.publish("started", {"state": RUNNING, "total_steps": job.total_steps, "batch": job.request.image_count})
         loop = asyncio.get_running_loop()
 
         last_preview = [float("-inf")]
