@@ -7,6 +7,9 @@ Contents
 --------
 - ``PALETTE``, ``COLOR_NAMES``, ``SHAPES``, ``RESOLUTIONS`` (W, H), ``make_prompt``,
   ``all_prompts`` (the 8*7*3 = 168 prompts), ``parse_prompt``.
+- ``NEW_COLOURS`` / ``EXTENDED_NAMES``: three colours the base model never learned, taught by
+  the shipped ``tiny-colours`` LoRA (scripts/train_tiny_lora.py); functions that take
+  ``colours`` default to the base eight.
 - ``render(...)`` / ``sample_image(rng, ...)`` / ``sample_batch(rng, ...)``: seeded images.
 - Scoring of generated images: ``classify_background``, ``classify_foreground``,
   ``classify_shape`` and ``score_image`` (all numpy, uint8 HxWx3 in).
@@ -31,7 +34,14 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
 }
 COLOR_NAMES: list[str] = list(PALETTE)
-PALETTE_ARRAY = np.array([PALETTE[c] for c in COLOR_NAMES], dtype=np.float32)  # (8, 3)
+# taught by the tiny-colours LoRA; the VAE decoder was refined on all eleven so it can draw them
+NEW_COLOURS: dict[str, tuple[int, int, int]] = {
+    "pink": (255, 105, 180),
+    "cyan": (0, 200, 220),
+    "brown": (140, 80, 30),
+}
+EXTENDED_PALETTE: dict[str, tuple[int, int, int]] = {**PALETTE, **NEW_COLOURS}
+EXTENDED_NAMES: list[str] = list(EXTENDED_PALETTE)
 SHAPES: list[str] = ["circle", "square", "triangle"]
 # (width, height)
 RESOLUTIONS: list[tuple[int, int]] = [(64, 64), (80, 48), (48, 80)]
@@ -48,22 +58,22 @@ def make_prompt(fg: str, shape: str, bg: str) -> str:
     return PROMPT_TEMPLATE.format(fg=fg, shape=shape, bg=bg)
 
 
-def all_combos() -> list[tuple[str, str, str]]:
-    """All (fg, shape, bg) triples with fg != bg, in a fixed order (168 of them)."""
-    return [(fg, shape, bg) for fg in COLOR_NAMES for shape in SHAPES for bg in COLOR_NAMES if fg != bg]
+def all_combos(colours: list[str] = COLOR_NAMES) -> list[tuple[str, str, str]]:
+    """All (fg, shape, bg) triples with fg != bg, in a fixed order (168 of them for the base eight)."""
+    return [(fg, shape, bg) for fg in colours for shape in SHAPES for bg in colours if fg != bg]
 
 
-def all_prompts() -> list[str]:
-    return [make_prompt(*c) for c in all_combos()]
+def all_prompts(colours: list[str] = COLOR_NAMES) -> list[str]:
+    return [make_prompt(*c) for c in all_combos(colours)]
 
 
-def parse_prompt(prompt: str) -> tuple[str, str, str] | None:
+def parse_prompt(prompt: str, colours: list[str] = COLOR_NAMES) -> tuple[str, str, str] | None:
     """``"a red circle on a blue background"`` -> ``("red", "circle", "blue")`` (None if not of that form)."""
     m = _PROMPT_RE.match(prompt)
     if not m:
         return None
     fg, shape, bg = (g.lower() for g in m.groups())
-    if fg not in PALETTE or bg not in PALETTE or shape not in SHAPES:
+    if fg not in colours or bg not in colours or shape not in SHAPES:
         return None
     return fg, shape, bg
 
@@ -108,8 +118,8 @@ def _coverage(spec: ShapeSpec, width: int, height: int, ss: int = SUPERSAMPLE) -
 def render(fg: str, bg: str, spec: ShapeSpec, width: int, height: int) -> np.ndarray:
     """uint8 HxWx3 image of ``spec`` in colour ``fg`` on ``bg``."""
     cov = _coverage(spec, width, height)[..., None]
-    fg_c = np.array(PALETTE[fg], dtype=np.float32)
-    bg_c = np.array(PALETTE[bg], dtype=np.float32)
+    fg_c = np.array(EXTENDED_PALETTE[fg], dtype=np.float32)
+    bg_c = np.array(EXTENDED_PALETTE[bg], dtype=np.float32)
     img = bg_c * (1.0 - cov) + fg_c * cov
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -129,10 +139,10 @@ def sample_image(rng: np.random.Generator, fg: str, shape: str, bg: str, width: 
 
 
 def sample_batch(
-    rng: np.random.Generator, batch_size: int, width: int, height: int
+    rng: np.random.Generator, batch_size: int, width: int, height: int, colours: list[str] = COLOR_NAMES
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Random batch: (images uint8 BxHxWx3, combo indices into ``all_combos()``)."""
-    combos = all_combos()
+    """Random batch: (images uint8 BxHxWx3, combo indices into ``all_combos(colours)``)."""
+    combos = all_combos(colours)
     idx = rng.integers(0, len(combos), size=batch_size)
     imgs = np.stack([sample_image(rng, *combos[i], width, height) for i in idx])
     return imgs, idx
@@ -141,10 +151,11 @@ def sample_batch(
 # --------------------------------------------------------------------------- scoring
 
 
-def nearest_palette(pixels: np.ndarray) -> np.ndarray:
-    """Index into COLOR_NAMES of the nearest palette colour of each pixel (..., 3) -> (...)."""
+def nearest_palette(pixels: np.ndarray, colours: list[str] = COLOR_NAMES) -> np.ndarray:
+    """Index into ``colours`` of the nearest palette colour of each pixel (..., 3) -> (...)."""
     p = np.asarray(pixels, dtype=np.float32)[..., None, :]
-    d = ((p - PALETTE_ARRAY) ** 2).sum(-1)
+    ref = np.array([EXTENDED_PALETTE[c] for c in colours], dtype=np.float32)
+    d = ((p - ref) ** 2).sum(-1)
     return d.argmin(-1)
 
 
@@ -160,33 +171,34 @@ def border_pixels(img: np.ndarray, width: int = 2) -> np.ndarray:
     )
 
 
-def classify_background(img: np.ndarray) -> str:
+def classify_background(img: np.ndarray, colours: list[str] = COLOR_NAMES) -> str:
     """Majority vote of the nearest palette colour over a 2-pixel border ring."""
-    votes = np.bincount(nearest_palette(border_pixels(img)), minlength=len(COLOR_NAMES))
-    return COLOR_NAMES[int(votes.argmax())]
+    votes = np.bincount(nearest_palette(border_pixels(img), colours), minlength=len(colours))
+    return colours[int(votes.argmax())]
 
 
-def classify_foreground(img: np.ndarray, bg: str | None = None, min_pixels: int = 12) -> str | None:
+def classify_foreground(img: np.ndarray, bg: str | None = None, min_pixels: int = 12,
+                        colours: list[str] = COLOR_NAMES) -> str | None:
     """Majority vote of the nearest palette colour over pixels whose nearest colour is not ``bg``.
 
     Returns None when fewer than ``min_pixels`` pixels differ from the background (no shape).
     """
     img = np.asarray(img)
-    bg = bg or classify_background(img)
-    lab = nearest_palette(img.reshape(-1, 3))
-    lab = lab[lab != COLOR_NAMES.index(bg)]
+    bg = bg or classify_background(img, colours)
+    lab = nearest_palette(img.reshape(-1, 3), colours)
+    lab = lab[lab != colours.index(bg)]
     if lab.size < min_pixels:
         return None
-    votes = np.bincount(lab, minlength=len(COLOR_NAMES))
-    return COLOR_NAMES[int(votes.argmax())]
+    votes = np.bincount(lab, minlength=len(colours))
+    return colours[int(votes.argmax())]
 
 
 def foreground_mask(img: np.ndarray, fg: str, bg: str) -> np.ndarray:
     """Pixels closer to ``fg`` than to ``bg`` (HxW bool); a two-class split is robust to blends
     along the edge that happen to lie near a third palette colour."""
     p = np.asarray(img, dtype=np.float32)
-    dfg = ((p - np.array(PALETTE[fg], np.float32)) ** 2).sum(-1)
-    dbg = ((p - np.array(PALETTE[bg], np.float32)) ** 2).sum(-1)
+    dfg = ((p - np.array(EXTENDED_PALETTE[fg], np.float32)) ** 2).sum(-1)
+    dbg = ((p - np.array(EXTENDED_PALETTE[bg], np.float32)) ** 2).sum(-1)
     return dfg < dbg
 
 
@@ -243,17 +255,18 @@ def classify_shape(img: np.ndarray, fg: str, bg: str) -> str | None:
     return "triangle"
 
 
-def score_image(img: np.ndarray, fg: str, shape: str, bg: str) -> dict:
+def score_image(img: np.ndarray, fg: str, shape: str, bg: str, colours: list[str] = COLOR_NAMES) -> dict:
     """Score one generated image against its prompt's (fg, shape, bg).
 
     Background is judged on its own; the foreground colour is judged given the detected
     background; the shape is judged on the mask of pixels closer to the *detected* foreground
     colour than to the *detected* background (what the image shows, so a shape drawn in a
     wrong colour can still count as the right shape: the three scores are separable).
+    ``colours`` are the names a pixel may be classified as (``EXTENDED_NAMES`` for the LoRA).
     """
     img = np.asarray(img)
-    pred_bg = classify_background(img)
-    pred_fg = classify_foreground(img, pred_bg)
+    pred_bg = classify_background(img, colours)
+    pred_fg = classify_foreground(img, pred_bg, colours=colours)
     pred_shape = classify_shape(img, pred_fg, pred_bg) if pred_fg is not None else None
     return {
         "bg": pred_bg,

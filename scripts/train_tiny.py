@@ -393,8 +393,10 @@ def train_vae(vae, args, rng: np.random.Generator, steps: int | None, minutes: f
 
 
 @torch.no_grad()
-def vae_stats(vae, rng: np.random.Generator, n_per_res: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """bn running stats of patchified latents (mode), and reconstruction accuracy of the VAE."""
+def vae_stats(vae, rng: np.random.Generator, n_per_res: int,
+              colours: list[str] = tiny_data.COLOR_NAMES) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """bn running stats of patchified latents (mode), and reconstruction accuracy of the VAE,
+    on images in ``colours`` (the bn stats the DiT uses are those of the base eight)."""
     from diffusers import Flux2KleinPipeline as P
 
     zs = []
@@ -402,16 +404,16 @@ def vae_stats(vae, rng: np.random.Generator, n_per_res: int) -> tuple[torch.Tens
     n = 0
     for w, h in tiny_data.RESOLUTIONS:
         for _ in range(max(1, n_per_res // 32)):
-            imgs, idx = tiny_data.sample_batch(rng, 32, w, h)
+            imgs, idx = tiny_data.sample_batch(rng, 32, w, h, colours)
             z = vae.encode(to_tensor(imgs)).latent_dist.mode()
             zp = P._patchify_latents(z)
             zs.append(zp.permute(0, 2, 3, 1).reshape(-1, zp.shape[1]))
             rec = vae.decode(z).sample
             rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-            combos = tiny_data.all_combos()
+            combos = tiny_data.all_combos(colours)
             for img, i in zip(rec[:8], idx[:8]):
                 fg, shape, bg = combos[i]
-                r = tiny_data.score_image(img, fg, shape, bg)
+                r = tiny_data.score_image(img, fg, shape, bg, colours)
                 for k in ok:
                     ok[k] += r[k]
                 n += 1
@@ -422,9 +424,12 @@ def vae_stats(vae, rng: np.random.Generator, n_per_res: int) -> tuple[torch.Tens
     return mean, var, acc
 
 
-def finetune_decoder(vae, args, rng: np.random.Generator, steps: int | None, minutes: float | None) -> int:
+def finetune_decoder(vae, args, rng: np.random.Generator, steps: int | None, minutes: float | None,
+                     colours: list[str] = tiny_data.COLOR_NAMES) -> int:
     """Refine the decoder (and post_quant_conv) with the encoder frozen: the latents, the bn
-    statistics and therefore the trained transformer stay valid, only reconstructions get sharper."""
+    statistics and therefore the trained transformer stay valid, only reconstructions get sharper.
+    With ``colours`` beyond the base eight the decoder also learns to draw the latents the frozen
+    encoder gives those colours (what a LoRA teaching them makes the transformer produce)."""
     vae.requires_grad_(False)
     params = list(vae.decoder.parameters()) + (
         list(vae.post_quant_conv.parameters()) if vae.post_quant_conv is not None else []
@@ -441,7 +446,7 @@ def finetune_decoder(vae, args, rng: np.random.Generator, steps: int | None, min
         if steps is None and step >= 20 and step % 25 == 0:
             total = _replan(step, time.time() - t0, minutes, total, "decoder")
         w, h = res[step % len(res)]
-        imgs, _ = tiny_data.sample_batch(rng, args.vae_batch, w, h)
+        imgs, _ = tiny_data.sample_batch(rng, args.vae_batch, w, h, colours)
         x = to_tensor(imgs)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
@@ -499,16 +504,16 @@ def sample_sigmas(rng_t: torch.Generator, b: int, seq_len: int, uniform_frac: fl
 
 
 @torch.no_grad()
-def build_latent_cache(vae, rng, per_combo: int, bn_mean, bn_std) -> dict:
+def build_latent_cache(vae, rng, per_combo: int, bn_mean, bn_std, colours: list[str] = tiny_data.COLOR_NAMES) -> dict:
     """Pre-encode ``per_combo`` random images of every prompt at every resolution (the VAE
     is frozen, so encoding once instead of every step saves ~30 % of each DiT step)."""
-    n_combo = len(tiny_data.all_combos())
+    combos = tiny_data.all_combos(colours)
+    n_combo = len(combos)
     cache = {}
     for w, h in tiny_data.RESOLUTIONS:
         idx = np.tile(np.arange(n_combo), per_combo)
         lat = []
         for i in range(0, len(idx), 64):
-            combos = tiny_data.all_combos()
             imgs = np.stack([tiny_data.sample_image(rng, *combos[j], w, h) for j in idx[i : i + 64]])
             x0, img_ids = latents_for_dit(vae, to_tensor(imgs), bn_mean, bn_std)
             lat.append(x0)
@@ -517,12 +522,18 @@ def build_latent_cache(vae, rng, per_combo: int, bn_mean, bn_std) -> dict:
     return cache
 
 
-def train_dit(pipe, prompt_embeds, bn_mean, bn_std, args, rng, steps, minutes, out_dir, info):
+def train_dit(pipe, prompt_embeds, bn_mean, bn_std, args, rng, steps, minutes, out_dir, info,
+              colours: list[str] = tiny_data.COLOR_NAMES, save=None):
+    """Flow-matching training of whatever in ``pipe.transformer`` requires grad (all of it, or
+    a LoRA's weights), on ``prompt_embeds`` of ``all_prompts(colours)``; ``save(pipe, ema,
+    out_dir, info)`` writes a checkpoint (default: the whole pipeline with the EMA weights)."""
     transformer, vae = pipe.transformer, pipe.vae
-    cache = build_latent_cache(vae, rng, args.latent_cache, bn_mean, bn_std) if args.latent_cache > 0 else None
+    save = save or save_with_ema
+    cache = build_latent_cache(vae, rng, args.latent_cache, bn_mean, bn_std, colours) if args.latent_cache > 0 else None
     transformer.train()
+    params = [p for p in transformer.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
-        transformer.parameters(), lr=args.dit_lr, betas=(0.9, 0.99), weight_decay=0.01, eps=1e-8
+        params, lr=args.dit_lr, betas=(0.9, 0.99), weight_decay=0.01, eps=1e-8
     )
     ema = EMA(transformer, args.ema)
     rng_t = torch.Generator().manual_seed(args.seed + 1234)
@@ -550,7 +561,7 @@ def train_dit(pipe, prompt_embeds, bn_mean, bn_std, args, rng, steps, minutes, o
             x0, idx = lat[pick], lat_idx[pick]
             img_ids = ids1.unsqueeze(0).expand(x0.shape[0], -1, -1)
         else:
-            imgs, idx = tiny_data.sample_batch(rng, args.dit_batch, w, h)
+            imgs, idx = tiny_data.sample_batch(rng, args.dit_batch, w, h, colours)
             x0, img_ids = latents_for_dit(vae, to_tensor(imgs), bn_mean, bn_std)
             idx = torch.from_numpy(idx)
         b, L, _ = x0.shape
@@ -575,7 +586,7 @@ def train_dit(pipe, prompt_embeds, bn_mean, bn_std, args, rng, steps, minutes, o
         loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update(transformer)
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
@@ -583,7 +594,7 @@ def train_dit(pipe, prompt_embeds, bn_mean, bn_std, args, rng, steps, minutes, o
             log(f"DiT step {step}/{total} loss {ema_loss:.4f} lr {opt.param_groups[0]['lr']:.2e}")
         step += 1
         if out_dir is not None and args.ckpt_minutes > 0 and time.time() - last_ckpt > args.ckpt_minutes * 60:
-            save_with_ema(pipe, ema, out_dir, dict(info, dit_steps_done=step, dit_steps_planned=total))
+            save(pipe, ema, out_dir, dict(info, dit_steps_done=step, dit_steps_planned=total))
             last_ckpt = time.time()
             log(f"checkpoint saved at step {step}")
     transformer.eval()
@@ -628,6 +639,9 @@ def main(argv=None):
     ap.add_argument("--dec-steps", type=int, default=None, help="decoder refinement steps (encoder frozen)")
     ap.add_argument("--dec-minutes", type=float, default=8.0, help="decoder refinement minutes (0: skip)")
     ap.add_argument("--dec-lr", type=float, default=5e-4)
+    ap.add_argument("--dec-palette", choices=["base", "extended"], default="base",
+                    help="colours of the decoder refinement's images: the base eight, or those plus "
+                         "tiny_data.NEW_COLOURS (for the tiny-colours LoRA)")
     ap.add_argument("--latent-cache", type=int, default=24,
                     help="pre-encoded images per prompt and resolution for the DiT (0: encode every step)")
     ap.add_argument("--ema", type=float, default=0.999)
@@ -735,15 +749,20 @@ def main(argv=None):
     if args.dec_steps or (args.dec_steps is None and args.dec_minutes > 0):
         # the encoder must stay frozen: its latent statistics, measured on the same images
         # before and after, must not move (the DiT was trained on them)
+        colours = tiny_data.EXTENDED_NAMES if args.dec_palette == "extended" else tiny_data.COLOR_NAMES
         mean_before, _, _ = vae_stats(pipe.vae, np.random.default_rng(args.seed + 7), n_stats)
         t0 = time.time()
         dec_steps = finetune_decoder(
-            pipe.vae, args, np.random.default_rng(args.seed + 3), args.dec_steps, args.dec_minutes
+            pipe.vae, args, np.random.default_rng(args.seed + 3), args.dec_steps, args.dec_minutes, colours
         )
         dec_s = time.time() - t0
         mean2, _, rec_acc = vae_stats(pipe.vae, np.random.default_rng(args.seed + 7), n_stats)
         assert torch.allclose(mean2, mean_before, atol=1e-4), "encoder changed during decoder refinement"
         info.update(dec_steps=dec_steps, dec_seconds=round(dec_s), vae_reconstruction_scores_after_dec=rec_acc)
+        if args.dec_palette == "extended":
+            _, _, ext_acc = vae_stats(pipe.vae, np.random.default_rng(args.seed + 7), n_stats, colours)
+            info.update(dec_palette=colours, vae_reconstruction_scores_extended=ext_acc)
+            log(f"reconstruction scores on all {len(colours)} colours {ext_acc}")
         log(f"decoder refinement: {dec_steps} steps in {dec_s:.0f} s; reconstruction scores {rec_acc}")
 
     info.update(final=True, total_seconds=round(time.time() - t_start))
