@@ -16,6 +16,7 @@ const state = {
   shown: new Set(), // file names of the cards on the page
   historyLoaded: false,
   olderThan: null, // GET /history's `next`: the page after the cards shown
+  loras: null, // name -> GET /loras entry, once loaded: the LoRAs this server offers
 };
 
 const SIDES = ["left", "top", "right", "bottom"];
@@ -162,6 +163,8 @@ function requestBody() {
   const steps = $("steps");
   if (steps.validity.badInput) throw new UserError("Steps must be a whole number.");
   if (steps.value !== "") body.steps = Number(steps.value);
+  // Always the chosen list, even empty: naming none would get the server's defaults instead.
+  if (state.loras && state.loras.size) body.loras = chosenLoras();
   if (state.image) {
     body.input_image = state.image;
     body.strength = Number($("strength").value);
@@ -181,7 +184,7 @@ function requestBody() {
     json = `${json.slice(0, -1)},"seed":${seed.replace(/^0+(?=\d)/, "")}}`; // digits verbatim, no rounding
   }
   return { json, prompt, settings: { orientation: body.orientation, size: body.size, steps: body.steps,
-                                    batch: body.batch } };
+                                    batch: body.batch, loras: body.loras } };
 }
 
 async function generate(event) {
@@ -344,6 +347,11 @@ function makeCard(image, blob, request) {
     if (stored && typeof stored.prompt === "string") {
       card.querySelector(".prompt").textContent = picture.alt = stored.prompt;
     }
+    const loras = (stored && Array.isArray(stored.loras)) ? stored.loras : [];
+    if (loras.length) {
+      card.querySelector(".loras-used").textContent = loras.map((lora) => `${lora.name}:${lora.scale}`).join(" · ");
+      card.querySelector(".lora-fact").hidden = false;
+    }
   }).catch(() => {});
   card.querySelector(".timings").textContent = formatTimings(image.timings);
   const download = card.querySelector(".download");
@@ -417,7 +425,111 @@ function useSettings(settings) {
     $("strength").value = settings.strength;
     $("strength-value").textContent = Number($("strength").value).toFixed(2);
   }
+  if (settings.loras !== undefined) restoreLoras(settings.loras || []); // null: the image used none
   $("prompt").focus();
+}
+
+// -- LoRAs: those GET /loras offers, each with a scale ----------------------------------
+// The list in the form is what the request names, exactly: it starts as the server's defaults,
+// and an emptied list asks for none.
+
+function loraKind(entry) {
+  if (entry.error) return "unreadable";
+  return entry.rank === null || entry.rank === undefined ? entry.family : `${entry.family}, rank ${entry.rank}`;
+}
+
+async function loadLoras() {
+  let offer;
+  try {
+    offer = await (await apiExpect("/loras")).json();
+  } catch (_) {
+    return; // an older server, or no key yet: the form simply has no LoRA control
+  }
+  state.loras = new Map(offer.loras.map((entry) => [entry.name, entry]));
+  $("lora-pick").replaceChildren(...offer.loras.map((entry) => {
+    const option = new Option(`${entry.name} · ${loraKind(entry)}`, entry.name);
+    option.title = entry.error || `${entry.family} · rank ${entry.rank ?? "?"} · ${entry.format ?? "unknown format"}`;
+    option.dataset.unreadable = entry.error ? "1" : "";
+    return option;
+  }));
+  $("lora-list").replaceChildren();
+  for (const lora of offer.defaults) if (state.loras.has(lora.name)) addLora(lora.name, lora.scale);
+  $("lora-row").hidden = state.loras.size === 0;
+  syncLoras();
+}
+
+function chosenRows() {
+  return [...$("lora-list").children];
+}
+
+function addLora(name, scale = 1) {
+  const row = document.importNode($("lora-template").content.firstElementChild, true);
+  row.dataset.name = name;
+  row.querySelector(".lora-name").textContent = name;
+  row.querySelector(".lora-kind").textContent = loraKind(state.loras.get(name));
+  const input = row.querySelector(".scale");
+  input.value = String(scale ?? 1);
+  input.setAttribute("aria-label", `Scale of ${name}`);
+  const remove = row.querySelector(".remove");
+  remove.setAttribute("aria-label", `Remove ${name}`);
+  remove.addEventListener("click", () => {
+    // Keyboard users keep their place: focus moves to the next row's Remove, or to the picker.
+    const next = row.nextElementSibling || row.previousElementSibling;
+    row.remove();
+    syncLoras();
+    (next ? next.querySelector(".remove") : $("lora-pick")).focus();
+  });
+  $("lora-list").append(row);
+  return row;
+}
+
+// A LoRA is chosen at most once: its option is disabled while it is in the list.
+function syncLoras() {
+  const chosen = new Set(chosenRows().map((row) => row.dataset.name));
+  const pick = $("lora-pick");
+  for (const option of pick.options) option.disabled = chosen.has(option.value) || option.dataset.unreadable === "1";
+  if (pick.selectedOptions[0]?.disabled !== false) {
+    const free = [...pick.options].find((option) => !option.disabled);
+    pick.value = free ? free.value : "";
+  }
+  $("lora-adder").hidden = !pick.value; // every offered LoRA is in the list already
+  $("lora-none").hidden = chosen.size > 0;
+}
+
+function chosenLoras() {
+  return chosenRows().map((row) => {
+    const input = row.querySelector(".scale");
+    const { badInput, rangeUnderflow, rangeOverflow } = input.validity;
+    if (badInput || rangeUnderflow || rangeOverflow || input.value.trim() === "") {
+      throw new UserError(`The scale of LoRA ${row.dataset.name} must be a number from ${input.min} to ${input.max}.`);
+    }
+    return { name: row.dataset.name, scale: Number(input.value) };
+  });
+}
+
+// "Use these settings": the image's LoRAs, those this server still offers; the others are named.
+function restoreLoras(loras) {
+  if (!state.loras) return;
+  $("lora-list").replaceChildren();
+  const missing = [];
+  for (const lora of loras) {
+    if (state.loras.has(lora.name)) addLora(lora.name, lora.scale);
+    else missing.push(lora.name);
+  }
+  syncLoras();
+  const note = $("lora-note");
+  note.textContent = missing.length ? `Left out, not offered by this server: ${missing.join(", ")}.` : "";
+  note.hidden = !missing.length;
+}
+
+function wireLoras() {
+  $("lora-add").addEventListener("click", () => {
+    const name = $("lora-pick").value;
+    if (!name) return;
+    const row = addLora(name);
+    syncLoras();
+    row.querySelector(".scale").focus();
+  });
 }
 
 // -- the reference image -------------------------------------------------------------
@@ -710,12 +822,15 @@ function start() {
     sessionStorage.setItem(KEY_STORAGE, state.apiKey);
     clearError();
     loadModelInfo();
+    if (!state.loras) loadLoras();
     if (!state.historyLoaded) loadHistory();
   });
   wireReference();
   wireMask();
+  wireLoras();
   $("older").addEventListener("click", loadHistory);
   loadModelInfo();
+  loadLoras();
   loadHistory();
   $("prompt").focus();
 }
