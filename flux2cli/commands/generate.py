@@ -16,7 +16,8 @@ from flux2cli.pipeline.fields import FIELD
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(
         show_default=False,
-        help="What to draw; inline modifiers like /portrait /2k work too. Optional with --from-image.")] = None,
+        help="What to draw; inline modifiers like /portrait /2k work too, and {red|blue} makes one image per "
+             "alternative. Optional with --from-image.")] = None,
     from_image: Annotated[Optional[Path], typer.Option(
         "--from-image", metavar="PNG", show_default=False,
         help="Re-run the settings stored in this image (ours, or A1111-style); options given here win.")] = None,
