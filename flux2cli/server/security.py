@@ -79,8 +79,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         message = None
         if error.status == 413:
-            limit = request.app[CONFIG].max_body_bytes / (1024 * 1024)
-            message = f"the request body is too large; the limit is {limit:g} MB"
+            limit = request.app[CONFIG].max_body_bytes
+            shown = f"{limit / 1024**2:g} MB" if limit >= 1024**2 else f"{limit / 1024:g} KB"  # the encoder's is 64 KB
+            message = f"the request body is too large; the limit is {shown}"
         return _error_response(request, error, message=message)
     except Flux2Error as error:
         retry_after = request.app[WORKER].retry_after() if isinstance(error, Busy) else None

@@ -113,6 +113,7 @@ def own_encoder(tiny_engine):
 
 
 def _post(server, body: bytes, headers: dict[str, str]):
+    headers = {"Content-Type": "application/json", **headers}  # urllib's default is a form
     request = urllib.request.Request(server.url(), data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -122,7 +123,8 @@ def _post(server, body: bytes, headers: dict[str, str]):
 
 
 def _alive(server) -> None:
-    with urllib.request.urlopen(server.url("/health"), timeout=30) as response:
+    request = urllib.request.Request(server.url("/health"), headers={"X-API-Key": TOKEN})  # key-only, as /predict
+    with urllib.request.urlopen(request, timeout=30) as response:
         assert json.loads(response.read())["success"] is True
 
 
@@ -135,7 +137,7 @@ def _alive(server) -> None:
     (b'{"prompt": 3}', {"Authorization": f"Bearer {TOKEN}"}, 400, "prompt"),
     (b'{"prompt": "a \\ud800"}', {"Authorization": f"Bearer {TOKEN}"}, 400, "unpaired surrogates"),
     (json.dumps({"prompt": "x" * 5000}).encode(), {"Authorization": f"Bearer {TOKEN}"}, 400, "characters"),
-    (b'{"prompt": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}', {"Authorization": f"Bearer {TOKEN}"}, 413, "over"),
+    (b'{"prompt": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}', {"Authorization": f"Bearer {TOKEN}"}, 413, "limit is 64 KB"),
 ])
 def test_our_encoder_server_refuses_bad_requests_in_json(own_encoder, body, headers, status, words):
     code, answer = _post(own_encoder, body, {"Content-Type": "application/json", **headers})
