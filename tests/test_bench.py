@@ -176,8 +176,8 @@ def test_cpu_smoke_run_through_the_console_script():
     # The typed report keeps the JSON document that scripts read: same keys, same order.
     assert list(report) == ["arch", "description", "nominal_params", "blocks", "params", "size", "image_tokens",
                             "text_tokens", "batch", "steps", "dtype", "quant", "compile", "device", "memory",
-                            "flops", "timing", "tflops", "cache", "decoder"]
-    assert report["cache"] is None and report["decoder"] is None  # only asked for
+                            "flops", "timing", "tflops", "cache", "decoder", "loras"]
+    assert report["cache"] is None and report["decoder"] is None and report["loras"] is None  # only asked for
     assert list(report["memory"]) == ["estimate_gb", "free_gb", "free_source", "peak_gb", "peak_kind",
                                       "baseline_gb", "peak_above_baseline_gb"]
     assert list(report["timing"]) == ["build_s", "warmup_s", "step_s", "step_s_mean", "steps_s", "vae_decode_s",
