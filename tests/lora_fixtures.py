@@ -119,3 +119,11 @@ def to_lokr(canonical, *, decomposed: bool = True, lycoris: bool = False):
 WRITERS = {"peft": to_peft, "kohya": to_kohya, "bfl": to_bfl, "fal": to_fal,
            "lokr": to_lokr, "lokr-full": lambda c: to_lokr(c, decomposed=False),
            "lycoris": lambda c: to_lokr(c, lycoris=True)}
+
+
+def read_peft(path: Path) -> dict[str, torch.Tensor]:
+    """A diffusers/PEFT file (``transformer.{module}.lora_A.weight``, alpha = rank) as ``canonical``:
+    real trained adapters such as the shipped tiny-colours go through the same writers."""
+    from safetensors.torch import load_file
+
+    return {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
