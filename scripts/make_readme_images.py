@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Draw the README's pictures with the embedded tiny model, through the public engine.
 
-    python scripts/make_readme_images.py            # writes docs/images/tiny-grid.png, strength.png, mask.png
+    python scripts/make_readme_images.py            # writes docs/images/tiny-grid.png, strength.png, mask.png, lora.png
     python scripts/make_readme_images.py mask       # only the named pictures
 
 Seeded: the same weights give the same pictures.
@@ -84,6 +84,17 @@ def mask_strip(engine: Engine) -> Image.Image:
     return strip([("before", before), ("mask", mask.convert("RGB")), ("after", after)])
 
 
+def lora_strip(engine: Engine) -> Image.Image:
+    """Prompts in the colours only the shipped tiny-colours LoRA knows, each without and with it
+    (same seed): the base draws colours it knows instead."""
+    panels = []
+    for prompt, seed in (("a cyan circle on a brown background", 3), ("a pink square on a cyan background", 4)):
+        fg, _, bg = tiny_data.parse_prompt(prompt, tiny_data.EXTENDED_NAMES)
+        for loras, caption in (([], "no LoRA"), ([{"name": "tiny-colours"}], "tiny-colours")):
+            panels.append((f"{fg}/{bg}, {caption}", draw(engine, prompt, "square", seed=seed, loras=loras)))
+    return strip(panels)
+
+
 def strip(panels: list[tuple[str, Image.Image]]) -> Image.Image:
     """64-px pictures side by side, scaled up, each captioned."""
     cell, label = 64 * SCALE, 18
@@ -96,7 +107,7 @@ def strip(panels: list[tuple[str, Image.Image]]) -> Image.Image:
     return sheet
 
 
-PICTURES = {"tiny-grid": grid, "strength": strength_strip, "mask": mask_strip}
+PICTURES = {"tiny-grid": grid, "strength": strength_strip, "mask": mask_strip, "lora": lora_strip}
 
 
 def main(names: list[str]) -> int:
