@@ -97,10 +97,12 @@ def test_tiling_is_decided_per_request_size(tiny_engines):
     large = engine.generate(_tiny("4mp"))[0].image
     assert large.size == (320, 192) and tiling.decisions[-1] == (320, 192, True)
     assert engine.generate(_tiny("1mp"))[0].image.size == (80, 48) and tiling.decisions[-1][2] is False
-    # The tiled 4mp decode is the untiled one, up to the blending of tile seams.
+    # The tiled 4mp decode is the untiled one, up to the blending of tile seams: 13.3 levels on
+    # average with the decoder refined on eleven colours (843c220), whose seams differ more;
+    # the image of another seed differs by about 25 (tiny draws noise at 4mp).
     untiled = tiny_engines["off"].generate(_tiny("4mp"))[0].image
     assert tiny_engines["off"].pipe.vae._flux2_tiling.decisions[-1] == (320, 192, False)
-    assert mean_abs_diff(large, untiled) < 12
+    assert mean_abs_diff(large, untiled) < 18
 
 
 def test_load_model_passes_the_memory_options():
