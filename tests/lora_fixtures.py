@@ -37,6 +37,13 @@ def modules(canonical: dict[str, torch.Tensor]) -> list[str]:
     return sorted({k.rsplit(".lora_", 1)[0] for k in canonical})
 
 
+def warm_and_cold(transformer, folder: Path) -> Path:
+    """Two random PEFT LoRAs for the server and web UI tests: "warm" (rank 4) and "cold" (rank 2)."""
+    for name, seed, rank in (("warm", 1, 4), ("cold", 2, 2)):
+        write(to_peft(random_lora(transformer, rank=rank, seed=seed, std=0.1)), folder / f"{name}.safetensors")
+    return folder
+
+
 def write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)

@@ -31,11 +31,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def live(engine, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("loras")
-    for name, seed, rank in (("warm", 1, 4), ("cold", 2, 2)):
-        lf.write(lf.to_peft(lf.random_lora(engine.pipe.transformer, rank=rank, seed=seed, std=0.1)),
-                 folder / f"{name}.safetensors")
-    catalog = LoraCatalog(folder)
+    catalog = LoraCatalog(lf.warm_and_cold(engine.pipe.transformer, tmp_path_factory.mktemp("loras")))
     # The operator's default (--lora warm:0.5): native requests that name none get it.
     engine.loras.configure(catalog, defaults=catalog.add_refs(["warm:0.5"]))
     with LiveServer(engine, ServerConfig(output_dir=tmp_path_factory.mktemp("out"))) as server:

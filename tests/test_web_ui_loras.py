@@ -29,11 +29,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def lora_dir(engine, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("loras")
-    for name, seed, rank in (("warm", 1, 4), ("cold", 2, 2)):
-        lf.write(lf.to_peft(lf.random_lora(engine.pipe.transformer, rank=rank, seed=seed, std=0.1)),
-                 folder / f"{name}.safetensors")
-    return folder
+    return lf.warm_and_cold(engine.pipe.transformer, tmp_path_factory.mktemp("loras"))
 
 
 @pytest.fixture
