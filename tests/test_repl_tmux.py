@@ -162,6 +162,17 @@ def test_a_bad_steps_option_is_one_line(tmp_path):
     assert result.stderr.strip() == "error: steps must be between 1 and 50 for flux2-tiny (got 0)"
 
 
+def _recorded_repl(tmp_path, out_dir, env):
+    """`flux2 repl --model tiny` in tmux, everything it writes to the terminal recorded in a file
+    (tmux pipe-pane), so frames the bar erases again are seen too."""
+    command = (f"{shlex.quote(sys.executable)} -m flux2cli repl --model tiny --output-dir {shlex.quote(str(out_dir))}"
+               "; echo FLUX2_EXIT=$?")
+    tmux = Tmux(tmp_path / "tmux.sock", command, env)
+    stream = tmp_path / "stream.txt"
+    subprocess.run([*tmux.base, "pipe-pane", "-o", "-t", "repl", f"cat >> {shlex.quote(str(stream))}"], check=True)
+    return tmux, stream
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (CI installs it)")
 @pytest.mark.parametrize("no_color", [False, True])
@@ -174,11 +185,7 @@ def test_the_repl_draws_the_image_forming_and_a_thumbnail(tmp_path, no_color):
     env.pop("NO_COLOR", None)
     if no_color:
         env["NO_COLOR"] = "1"
-    command = (f"{shlex.quote(sys.executable)} -m flux2cli repl --model tiny --output-dir {shlex.quote(str(out_dir))}"
-               "; echo FLUX2_EXIT=$?")
-    tmux = Tmux(tmp_path / "tmux.sock", command, env)
-    stream = tmp_path / "stream.txt"
-    subprocess.run([*tmux.base, "pipe-pane", "-o", "-t", "repl", f"cat >> {shlex.quote(str(stream))}"], check=True)
+    tmux, stream = _recorded_repl(tmp_path, out_dir, env)
     try:
         wait_until(lambda: "flux2>" in tmux.screen(), 180, "the prompt", tmux.screen)
         tmux.type_line(f"{FIRST} /steps 24")
@@ -211,11 +218,7 @@ def test_keys_typed_during_a_generation_leave_the_bar_alone_and_decoding_is_show
     typed keys are not echoed into the bar; after the last step the bar says "decoding…"."""
     out_dir = tmp_path / "out"
     env = {**os.environ, "FLUX2_HOME": str(tmp_path / "home"), "TERM": "xterm-256color", "FLUX2_PREVIEW": "0"}
-    command = (f"{shlex.quote(sys.executable)} -m flux2cli repl --model tiny --output-dir {shlex.quote(str(out_dir))}"
-               "; echo FLUX2_EXIT=$?")
-    tmux = Tmux(tmp_path / "tmux.sock", command, env)
-    stream = tmp_path / "stream.txt"
-    subprocess.run([*tmux.base, "pipe-pane", "-o", "-t", "repl", f"cat >> {shlex.quote(str(stream))}"], check=True)
+    tmux, stream = _recorded_repl(tmp_path, out_dir, env)
     try:
         wait_until(lambda: "flux2>" in tmux.screen(), 180, "the prompt", tmux.screen)
         tmux.type_line(f"{FIRST} /steps 16")
