@@ -16,7 +16,6 @@ import resource
 import select
 import socket
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 
@@ -24,7 +23,7 @@ import pytest
 
 from flux2cli.server.config import ServerConfig
 from flux2cli.server.connections import GUARD, MIN_IDLE_TO_EVICT
-from guarded_server import GuardedServer, raw_request, refused
+from guarded_server import GuardedServer, raw_request
 from server_fixtures import TINY_PROMPT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
